@@ -1,0 +1,208 @@
+/**
+ * The hypervisor interface both platforms provide: the simulated one (sim/) and real Xen
+ * (xen/, over /dev/xen/* through bun:ffi). It mirrors what Linux gives userspace: gntalloc
+ * (share pages), gntdev (map foreign grants, grant copy), evtchn (one handle = one open
+ * /dev/xen/evtchn) and xenstore.
+ *
+ * Everything a worker needs crosses postMessage as a *descriptor* (plain data and
+ * SharedArrayBuffers), never as an object: a worker calls `openPlatform(descriptor)` and gets
+ * its own view of the same hypervisor.
+ */
+
+export type DomId = number;
+export type GrantRef = number;
+export type Port = number;
+
+export const PAGE_SIZE = 4096;
+
+export type PlatformErrorCode =
+  | "EPERM" // not allowed (access flags, privilege)
+  | "EACCES" // xenstore permission denied
+  | "ENOENT" // no such grant, port, node or domain
+  | "EBUSY" // still in use (ending a grant the peer maps)
+  | "EINVAL" // malformed argument
+  | "ENOSPC" // table full (grants, ports, pages)
+  | "EAGAIN" // xenstore transaction conflict: retry
+  | "EEXIST"
+  | "E2BIG" // value or path too long
+  | "ETIMEDOUT"
+  | "ECLOSED"; // the handle was closed
+
+/** A hypervisor operation refused: names the operation and what it was given. */
+export class PlatformError extends Error {
+  override readonly name = "PlatformError";
+  constructor(
+    readonly code: PlatformErrorCode,
+    /** e.g. `gnttab.map`, `evtchn.notify`, `xenstore.write`. */
+    readonly op: string,
+    detail: string,
+  ) {
+    super(`${op}: ${code}: ${detail}`);
+  }
+}
+
+/** Postable description of pages in shared memory: page i is `buffer[offsets[i] .. +4096]`. */
+export interface PagesDescriptor {
+  buffer: SharedArrayBuffer;
+  offsets: number[];
+}
+
+/** Wrap a PagesDescriptor as one 4096-byte view per page (in any thread). */
+export function pageViews(d: PagesDescriptor): Uint8Array[] {
+  return d.offsets.map((o) => new Uint8Array(d.buffer, o, PAGE_SIZE));
+}
+
+/** Pages this domain shares with a peer (gntalloc side). */
+export interface SharedPages {
+  readonly peer: DomId;
+  readonly writable: boolean;
+  readonly refs: readonly GrantRef[];
+  readonly pages: readonly Uint8Array[];
+  readonly descriptor: PagesDescriptor;
+}
+
+/** Read access to a page mapped read-only: no way to write through it. */
+export interface ReadonlyPage {
+  readonly byteLength: number;
+  at(index: number): number;
+  /** Copy `len` bytes at `offset` into `dst` at `dstOffset`. */
+  copyTo(offset: number, len: number, dst: Uint8Array, dstOffset: number): void;
+}
+
+/** Foreign grants mapped into this domain (gntdev side). */
+export interface MappedPages<P = Uint8Array> {
+  readonly owner: DomId;
+  readonly refs: readonly GrantRef[];
+  readonly writable: boolean;
+  readonly pages: readonly P[];
+  /** Postable view of the mapping for a worker; only writable maps have one. */
+  readonly descriptor: PagesDescriptor | null;
+}
+
+/**
+ * One grant-copy segment (GNTTABOP_copy): each side is a foreign grant `{domid, ref, offset}`
+ * or a local buffer `{buf, offset}`. A segment must not cross a page. `status` is set by copy().
+ */
+export type CopySide = { domid: DomId; ref: GrantRef; offset: number } | { buf: Uint8Array; offset: number };
+export interface CopySegment {
+  source: CopySide;
+  dest: CopySide;
+  len: number;
+  status?: GrantStatus;
+}
+
+/** GNTST_* results of a grant operation, per segment. */
+export const GNTST = {
+  okay: 0,
+  generalError: -1,
+  badDomain: -2,
+  badGntref: -3,
+  badHandle: -4,
+  badVirtAddr: -5,
+  badDevAddr: -6,
+  noDeviceSpace: -7,
+  permissionDenied: -8,
+  badPage: -9,
+  badCopyArg: -10,
+} as const;
+export type GrantStatus = (typeof GNTST)[keyof typeof GNTST];
+
+export interface GrantTable {
+  /** Grant `count` zeroed pages of this domain to `peer`. */
+  share(peer: DomId, count: number, writable: boolean): SharedPages;
+  /** End foreign access and free the pages; EBUSY while the peer still maps one of them. */
+  unshare(pages: SharedPages): void;
+  /** Map grants that domain `owner` gave this domain. */
+  map(owner: DomId, refs: readonly GrantRef[], writable: true): MappedPages<Uint8Array>;
+  map(owner: DomId, refs: readonly GrantRef[], writable: false): MappedPages<ReadonlyPage>;
+  unmap(m: MappedPages<Uint8Array> | MappedPages<ReadonlyPage>): void;
+  /** Grant copy, the back end's data path. Sets each segment's status; never throws for a bad segment. */
+  copy(segments: CopySegment[]): void;
+}
+
+export interface EventChannels {
+  /** Allocate a port that `peer` may bind to. */
+  allocUnbound(peer: DomId): Port;
+  /** Bind to `remotePort` of domain `peer` (allocated unbound for us). */
+  bindInterdomain(peer: DomId, remotePort: Port): Port;
+  /** Signal the other end of a bound port. */
+  notify(port: Port): void;
+  /** Re-arm a port that fired (a fired port is masked until unmasked, as /dev/xen/evtchn does). */
+  unmask(port: Port): void;
+  unbind(port: Port): void;
+  /** Take the pending ports (and mask them) without waiting. */
+  pending(): Port[];
+  /** Block the calling thread (a worker) until a port fires or the timeout (ms) passes. */
+  wait(timeoutMs?: number): Port[];
+  /** Wait without blocking the event loop (the main thread). */
+  waitAsync(timeoutMs?: number): Promise<Port[]>;
+  /** Postable description; `openEventChannels` in a worker gives a handle on the same ports. */
+  readonly descriptor: unknown;
+  /** Unbind every port of this handle. */
+  close(): void;
+}
+
+/** Xenstore permissions: the first entry names the owner and everyone's default access. */
+export type PermAccess = "n" | "r" | "w" | "b";
+export interface Perm {
+  domid: DomId;
+  access: PermAccess;
+}
+
+export interface XsTransaction {
+  readonly id: number;
+}
+
+export interface XenStore {
+  /** The node's value, or null if it does not exist. */
+  read(path: string, tx?: XsTransaction): Promise<string | null>;
+  /** Creates missing parents, as xenstored does. */
+  write(path: string, value: string, tx?: XsTransaction): Promise<void>;
+  mkdir(path: string, tx?: XsTransaction): Promise<void>;
+  /** Children's names; ENOENT when the node does not exist. */
+  directory(path: string, tx?: XsTransaction): Promise<string[]>;
+  /** Remove a node and everything below it; removing a missing node is not an error. */
+  rm(path: string, tx?: XsTransaction): Promise<void>;
+  getPerms(path: string, tx?: XsTransaction): Promise<Perm[]>;
+  setPerms(path: string, perms: Perm[], tx?: XsTransaction): Promise<void>;
+  /**
+   * Watch `path` and everything below it. Fires once on registration, then on every change
+   * (with the path that changed). Spurious events are allowed: re-read, never count events.
+   */
+  watch(path: string, token: string, onEvent: (path: string, token: string) => void): Promise<XsWatch>;
+  transactionStart(): Promise<XsTransaction>;
+  /** Commit (true) or abort (false). A commit that conflicts throws EAGAIN. */
+  transactionEnd(tx: XsTransaction, commit: boolean): Promise<void>;
+  /** Run `fn` in a transaction, retrying on EAGAIN up to `maxRetries` times. */
+  transaction<T>(fn: (tx: XsTransaction) => Promise<T>, maxRetries?: number): Promise<T>;
+  /** Unwatch everything, abort open transactions. */
+  close(): void;
+}
+
+export interface XsWatch {
+  readonly path: string;
+  readonly token: string;
+  unwatch(): void;
+}
+
+/** One domain's view of a hypervisor. */
+export interface Platform {
+  readonly kind: "sim" | "xen";
+  readonly domid: DomId;
+  readonly gnttab: GrantTable;
+  /** Open an event-channel handle (like opening /dev/xen/evtchn). */
+  openEventChannels(): EventChannels;
+  /** Rewrap a handle another thread opened, from its descriptor. */
+  openEventChannels(descriptor: unknown): EventChannels;
+  readonly xenstore: XenStore;
+  /** Postable description: `openPlatform(descriptor)` in a worker gives the same domain's view. */
+  readonly descriptor: PlatformDescriptor;
+  close(): void;
+}
+
+export interface PlatformDescriptor {
+  kind: "sim" | "xen";
+  domid: DomId;
+  /** Implementation data: SharedArrayBuffers for sim, device paths for xen. */
+  params: unknown;
+}

@@ -1,0 +1,146 @@
+/**
+ * A TX packet from a chain of netif_tx_requests, as the back end reads it.
+ *
+ * Layout on the ring: the first request (its size = the whole packet), then its extra-info
+ * slots if flagged, then one request per further fragment while more_data is set. The first
+ * fragment's own length is what remains of the total after the others. The verdicts follow
+ * Linux netback: a packet that breaks a per-packet rule is dropped (each slot answered
+ * ERROR); one that breaks the ring's framing (page crossing, endless chains, slot counts
+ * past the fatal limit, bad extras) is fatal: the peer is broken and the ring is abandoned.
+ */
+import { ProtocolError } from "./errors.ts";
+import { type ExtraInfo } from "./extra-info.ts";
+import { readExtraChain, type SlotSource } from "./extra-chain.ts";
+import { ETH_HLEN, FATAL_SLOTS, GRANT_PAGE_SIZE, MAX_PACKET_SIZE, NETTXF, NR_SLOTS_MIN } from "./netif.ts";
+import { decodeTxRequest, type TxRequest } from "./tx-request.ts";
+
+export interface TxFragment {
+  gref: number;
+  offset: number;
+  /** This fragment's own length (for the first, the remainder of the total). */
+  size: number;
+  id: number;
+}
+
+export interface TxPacket {
+  /** Total bytes, the first request's size. */
+  size: number;
+  /** The first request's flags (csum_blank, data_validated). */
+  flags: number;
+  frags: TxFragment[];
+  extras: ExtraInfo[];
+  /** Ring slots used, extras included: the back end answers each one. */
+  slots: number;
+}
+
+export interface TxParseError {
+  error: ProtocolError;
+  /** Slots this packet occupies, which the back end answers with ERROR (extras with NULL). */
+  slots: number;
+  /** True when the peer must be treated as broken and the ring abandoned. */
+  fatal: boolean;
+  /** Ids of the data requests, in ring order, copied out (dropped packets are answered per id). */
+  ids: number[];
+}
+
+export interface TxLimits {
+  /** Data slots above this drop the packet (default XEN_NETIF_NR_SLOTS_MIN, 18). */
+  maxSlots: number;
+  /** Data slots above this are fatal (default Linux netback's 20). */
+  fatalSlots: number;
+  /** Largest packet accepted (default 65535). */
+  maxPacketSize: number;
+}
+
+export const DEFAULT_TX_LIMITS: TxLimits = {
+  maxSlots: NR_SLOTS_MIN,
+  fatalSlots: FATAL_SLOTS,
+  maxPacketSize: MAX_PACKET_SIZE,
+};
+
+function fatal(error: ProtocolError, slots: number): TxParseError {
+  return { error, slots, fatal: true, ids: [] };
+}
+
+/**
+ * Parse the packet starting at ring index `start`, with `available` requests published from
+ * there. A valid front end publishes whole packets, so a chain running past `available` is
+ * fatal, as in Linux netback.
+ */
+export function parseTxPacket(
+  src: SlotSource,
+  start: number,
+  available: number,
+  limits: TxLimits = DEFAULT_TX_LIMITS,
+): TxPacket | TxParseError {
+  if (available < 1) throw new RangeError("parseTxPacket needs at least one published request");
+  const first = decodeTxRequest(src.view, src.slotOffset(start));
+  let used = 1;
+  let extras: ExtraInfo[] = [];
+  if (first.flags & NETTXF.extraInfo) {
+    const chain = readExtraChain(src, start + used, available - used, "tx_extra_info");
+    if (chain instanceof ProtocolError) return fatal(chain, used);
+    extras = chain.extras;
+    used += chain.slots;
+  }
+
+  const reqs: TxRequest[] = [first];
+  let cur = first;
+  while (cur.flags & NETTXF.moreData) {
+    if (reqs.length >= limits.fatalSlots) {
+      return fatal(
+        new ProtocolError("TOO_MANY_SLOTS", "tx_request.flags", "more_data", `packet asks for more than ${limits.fatalSlots} slots`),
+        used,
+      );
+    }
+    if (used >= available) {
+      return fatal(
+        new ProtocolError("CHAIN_NOT_TERMINATED", "tx_request.flags", "more_data", `chain runs past the ${available} published request(s)`),
+        used,
+      );
+    }
+    cur = decodeTxRequest(src.view, src.slotOffset(start + used));
+    used++;
+    reqs.push(cur);
+  }
+
+  const drop = (error: ProtocolError): TxParseError => ({ error, slots: used, fatal: false, ids: reqs.map((r) => r.id) });
+
+  // Sizes: later fragments carry their own, the first carries the total.
+  let remaining = first.size;
+  for (let i = 1; i < reqs.length; i++) {
+    const r = reqs[i]!;
+    if (r.size > remaining) {
+      return drop(new ProtocolError("SIZE_MISMATCH", `tx_request[${i}].size`, r.size, `larger than the ${remaining} bytes the first request leaves`));
+    }
+    remaining -= r.size;
+  }
+
+  const frags: TxFragment[] = new Array(reqs.length);
+  for (let i = 0; i < reqs.length; i++) {
+    const r = reqs[i]!;
+    const size = i === 0 ? remaining : r.size;
+    if (r.offset + size > GRANT_PAGE_SIZE) {
+      return fatal(
+        new ProtocolError("FRAGMENT_CROSSES_PAGE", `tx_request[${i}].offset`, r.offset, `offset + ${size} bytes crosses the ${GRANT_PAGE_SIZE}-byte page`),
+        used,
+      );
+    }
+    frags[i] = { gref: r.gref, offset: r.offset, size, id: r.id };
+  }
+
+  if (reqs.length > limits.maxSlots) {
+    return drop(new ProtocolError("TOO_MANY_SLOTS", "tx_request.flags", reqs.length, `packet uses ${reqs.length} slots, limit ${limits.maxSlots}`));
+  }
+  if (first.size < ETH_HLEN) {
+    return drop(new ProtocolError("PACKET_TOO_SHORT", "tx_request.size", first.size, `smaller than an Ethernet header (${ETH_HLEN})`));
+  }
+  if (first.size > limits.maxPacketSize) {
+    return drop(new ProtocolError("PACKET_TOO_LONG", "tx_request.size", first.size, `larger than the maximum ${limits.maxPacketSize}`));
+  }
+  return { size: first.size, flags: first.flags, frags, extras, slots: used };
+}
+
+export function isTxParseError(r: TxPacket | TxParseError): r is TxParseError {
+  return (r as TxParseError).error !== undefined;
+}
