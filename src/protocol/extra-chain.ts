@@ -1,6 +1,7 @@
 /** Reading the run of extra-info slots that follows a slot flagged extra_info (TX and RX alike). */
 import { ProtocolError } from "./errors.ts";
-import { decodeExtraInfo, type ExtraInfo } from "./extra-info.ts";
+import { decodeExtraInfo, EXTRA_INFO, type ExtraInfo } from "./extra-info.ts";
+import { EXTRA_FLAG_MORE } from "./netif.ts";
 
 export interface SlotSource {
   readonly view: DataView;
@@ -13,31 +14,46 @@ export interface ExtraChain {
   slots: number;
 }
 
+export interface ExtraChainError {
+  error: ProtocolError;
+  /** Slots up to the chain's end, when its MORE flags still say where that is; else null. */
+  slots: number | null;
+}
+
 /**
  * Read extras starting at ring index `start`, of which `available` are published. The chain is
  * bounded twice: by the published entries (a peer cannot make us read stale slots) and by the
- * rule that each type appears once (a peer cannot make the chain endless).
+ * rule that each type appears once (a peer cannot make the chain endless). After a bad extra
+ * the MORE flags are still followed, so the caller can drop this packet and keep the next.
  */
-export function readExtraChain(src: SlotSource, start: number, available: number, field: string): ExtraChain | ProtocolError {
+export function readExtraChain(src: SlotSource, start: number, available: number, field: string): ExtraChain | ExtraChainError {
   const extras: ExtraInfo[] = [];
+  let firstError: ProtocolError | null = null;
   let seen = 0;
-  for (let i = 0; ; i++) {
-    if (i >= available) {
-      return new ProtocolError(
-        "EXTRA_CHAIN_NOT_TERMINATED",
-        `${field}.flags`,
-        "MORE",
-        `extra-info chain runs past the ${available} published slot(s)`,
-      );
+  for (let i = 0; i < available; i++) {
+    const off = src.slotOffset(start + i);
+    const more = (src.view.getUint8(off + EXTRA_INFO.flags) & EXTRA_FLAG_MORE) !== 0;
+    if (firstError === null) {
+      const d = decodeExtraInfo(src.view, off, field);
+      if (d instanceof ProtocolError) {
+        firstError = d;
+      } else if (seen & (1 << d.extra.type)) {
+        firstError = new ProtocolError("BAD_EXTRA_TYPE", `${field}.type`, d.extra.type, "extra-info type repeated within one packet");
+      } else {
+        seen |= 1 << d.extra.type;
+        extras.push(d.extra);
+      }
     }
-    const d = decodeExtraInfo(src.view, src.slotOffset(start + i), field);
-    if (d instanceof ProtocolError) return d;
-    const bit = 1 << d.extra.type;
-    if (seen & bit) {
-      return new ProtocolError("BAD_EXTRA_TYPE", `${field}.type`, d.extra.type, "extra-info type repeated within one packet");
-    }
-    seen |= bit;
-    extras.push(d.extra);
-    if (!d.more) return { extras, slots: i + 1 };
+    if (!more) return firstError === null ? { extras, slots: i + 1 } : { error: firstError, slots: i + 1 };
   }
+  return {
+    error:
+      firstError ??
+      new ProtocolError("EXTRA_CHAIN_NOT_TERMINATED", `${field}.flags`, "MORE", `extra-info chain runs past the ${available} published slot(s)`),
+    slots: null,
+  };
+}
+
+export function isExtraChainError(r: ExtraChain | ExtraChainError): r is ExtraChainError {
+  return (r as ExtraChainError).error !== undefined;
 }

@@ -110,7 +110,7 @@ export class FrontRing extends RingHalf {
     return this.size - u32sub(this.reqProdPvt, this.rspCons);
   }
 
-  /** Byte offset of the next request slot to fill; advance with `reqProdPvt++` after writing it. */
+  /** Byte offset of the next request slot to fill; advance `reqProdPvt` by one (mod 2^32) after writing it. */
   nextRequestOffset(): number {
     return this.slotOffset(this.reqProdPvt);
   }
@@ -189,7 +189,7 @@ export class BackRing extends RingHalf {
     return req < rsp ? req : rsp;
   }
 
-  /** Byte offset of the next response slot to fill; advance with `rspProdPvt++` after writing it. */
+  /** Byte offset of the next response slot to fill; advance `rspProdPvt` by one (mod 2^32) after writing it. */
   nextResponseOffset(): number {
     return this.slotOffset(this.rspProdPvt);
   }

@@ -10,7 +10,7 @@
  */
 import { ProtocolError } from "./errors.ts";
 import { type ExtraInfo } from "./extra-info.ts";
-import { readExtraChain, type SlotSource } from "./extra-chain.ts";
+import { isExtraChainError, readExtraChain, type SlotSource } from "./extra-chain.ts";
 import { GRANT_PAGE_SIZE, MAX_PACKET_SIZE, NETIF_RSP, NETRXF, NR_SLOTS_MIN, ETH_HLEN } from "./netif.ts";
 import { decodeRxResponse } from "./rx-response.ts";
 
@@ -24,7 +24,7 @@ export interface RxFragment {
 
 export interface RxPacket {
   size: number;
-  /** The first response's flags (data_validated, csum_blank). */
+  /** The first response's checksum flags (data_validated, csum_blank); framing bits masked off. */
   flags: number;
   frags: RxFragment[];
   extras: ExtraInfo[];
@@ -93,13 +93,17 @@ export function parseRxPacket(
 
     if (slot === 0 && rsp.flags & NETRXF.extraInfo) {
       const chain = readExtraChain(src, start + used, available - used, "rx_extra_info");
-      if (chain instanceof ProtocolError) {
-        fail(chain);
-        used = available; // the chain's end is unknowable: drop everything published
-        break;
+      if (isExtraChainError(chain)) {
+        fail(chain.error);
+        if (chain.slots === null) {
+          used = available; // the chain's end is unknowable: drop everything published
+          break;
+        }
+        used += chain.slots;
+      } else {
+        extras = chain.extras;
+        used += chain.slots;
       }
-      extras = chain.extras;
-      used += chain.slots;
     }
     if (!(rsp.flags & NETRXF.moreData)) break;
     if (used >= available) {
@@ -117,7 +121,7 @@ export function parseRxPacket(
     firstError = new ProtocolError("PACKET_TOO_LONG", "rx_response.status", total, `fragments add up to more than ${limits.maxPacketSize}`);
   }
   if (firstError !== null) return { error: firstError, slots: used, ids: frags.map((f) => f.id) };
-  return { size: total, flags, frags, extras, slots: used };
+  return { size: total, flags: flags & (NETRXF.dataValidated | NETRXF.csumBlank), frags, extras, slots: used };
 }
 
 export function isRxParseError(r: RxPacket | RxParseError): r is RxParseError {

@@ -10,7 +10,7 @@
  */
 import { ProtocolError } from "./errors.ts";
 import { type ExtraInfo } from "./extra-info.ts";
-import { readExtraChain, type SlotSource } from "./extra-chain.ts";
+import { isExtraChainError, readExtraChain, type SlotSource } from "./extra-chain.ts";
 import { ETH_HLEN, FATAL_SLOTS, GRANT_PAGE_SIZE, MAX_PACKET_SIZE, NETTXF, NR_SLOTS_MIN } from "./netif.ts";
 import { decodeTxRequest, type TxRequest } from "./tx-request.ts";
 
@@ -25,7 +25,7 @@ export interface TxFragment {
 export interface TxPacket {
   /** Total bytes, the first request's size. */
   size: number;
-  /** The first request's flags (csum_blank, data_validated). */
+  /** The first request's checksum flags (csum_blank, data_validated); framing bits masked off. */
   flags: number;
   frags: TxFragment[];
   extras: ExtraInfo[];
@@ -79,7 +79,8 @@ export function parseTxPacket(
   let extras: ExtraInfo[] = [];
   if (first.flags & NETTXF.extraInfo) {
     const chain = readExtraChain(src, start + used, available - used, "tx_extra_info");
-    if (chain instanceof ProtocolError) return fatal(chain, used);
+    // Bad extras break the ring's framing: fatal, as in Linux netback.
+    if (isExtraChainError(chain)) return fatal(chain.error, used);
     extras = chain.extras;
     used += chain.slots;
   }
@@ -138,7 +139,7 @@ export function parseTxPacket(
   if (first.size > limits.maxPacketSize) {
     return drop(new ProtocolError("PACKET_TOO_LONG", "tx_request.size", first.size, `larger than the maximum ${limits.maxPacketSize}`));
   }
-  return { size: first.size, flags: first.flags, frags, extras, slots: used };
+  return { size: first.size, flags: first.flags & (NETTXF.csumBlank | NETTXF.dataValidated), frags, extras, slots: used };
 }
 
 export function isTxParseError(r: TxPacket | TxParseError): r is TxParseError {
