@@ -132,8 +132,14 @@ export interface EventChannels {
   unbind(port: Port): void;
   /** Take the pending ports (and mask them) without waiting. */
   pending(): Port[];
-  /** Block the calling thread (a worker) until a port fires or the timeout (ms) passes. */
+  /** Block the calling thread (a worker) until a port fires, a kick, or the timeout (ms) passes. */
   wait(timeoutMs?: number): Port[];
+  /**
+   * Wake whoever waits on this handle, with no port (an empty result). A worker sleeps on its
+   * event channel and on its queue from the main thread at once: on real Xen an eventfd
+   * polled beside the evtchn fd, in the simulation the handle's own wake word.
+   */
+  kick(): void;
   /** Wait without blocking the event loop (the main thread). */
   waitAsync(timeoutMs?: number): Promise<Port[]>;
   /** Postable description; `openEventChannels` in a worker gives a handle on the same ports. */

@@ -1,0 +1,337 @@
+/**
+ * Simulated grant tables: one per domain, all in one SharedArrayBuffer.
+ *
+ * An entry is four Int32 words. The first packs the state with the number of current users
+ * (mappings and in-flight copies) so that "map if still active" and "end access if nobody
+ * uses it" are each a single compareExchange: a grant can never be ended under a mapping,
+ * and a mapping can never be made to a grant being ended, whatever threads race.
+ */
+import {
+  GNTST,
+  PAGE_SIZE,
+  PlatformError,
+  type CopySegment,
+  type CopySide,
+  type DomId,
+  type GrantRef,
+  type GrantStatus,
+  type GrantTable,
+  type MappedPages,
+  type ReadonlyPage,
+  type SharedPages,
+} from "../types.ts";
+import type { PagePool } from "./page-pool.ts";
+
+/** Linux keeps the first 8 references for the toolstack; so do we, and ref 0 is never valid. */
+export const FIRST_GRANT_REF = 8;
+
+const F_WORD = 0; // state | users << 2
+const F_PEER = 1;
+const F_WRITABLE = 2;
+const F_PAGE = 3;
+const FIELDS = 4;
+
+const FREE = 0;
+const ACTIVE = 1;
+const ENDING = 2;
+const STATE_MASK = 3;
+const USER = 4;
+
+export interface GrantTableState {
+  entries: SharedArrayBuffer;
+  /** Int32 per domain: mappings it holds now (leak check). */
+  mapsHeld: SharedArrayBuffer;
+  grantsPerDomain: number;
+  maxDomains: number;
+}
+
+export function createGrantTableState(maxDomains: number, grantsPerDomain: number): GrantTableState {
+  return {
+    entries: new SharedArrayBuffer(maxDomains * grantsPerDomain * FIELDS * 4),
+    mapsHeld: new SharedArrayBuffer(maxDomains * 4),
+    grantsPerDomain,
+    maxDomains,
+  };
+}
+
+/** What the leak check reports for one grant still active. */
+export interface GrantLeak {
+  owner: DomId;
+  ref: GrantRef;
+  peer: DomId;
+  users: number;
+}
+
+/** The hypervisor's side: shared by every domain's view. */
+export class GrantTables {
+  private readonly e: Int32Array;
+  private readonly held: Int32Array;
+  readonly perDomain: number;
+  readonly maxDomains: number;
+
+  constructor(
+    state: GrantTableState,
+    readonly pool: PagePool,
+  ) {
+    this.e = new Int32Array(state.entries);
+    this.held = new Int32Array(state.mapsHeld);
+    this.perDomain = state.grantsPerDomain;
+    this.maxDomains = state.maxDomains;
+  }
+
+  private base(owner: DomId, ref: GrantRef): number {
+    return (owner * this.perDomain + (ref - FIRST_GRANT_REF)) * FIELDS;
+  }
+
+  validRef(ref: number): boolean {
+    return Number.isInteger(ref) && ref >= FIRST_GRANT_REF && ref < FIRST_GRANT_REF + this.perDomain;
+  }
+
+  validDomain(d: number): boolean {
+    return Number.isInteger(d) && d >= 0 && d < this.maxDomains;
+  }
+
+  /** Create `pages.length` grants of `owner` to `peer`; all or nothing. */
+  grant(owner: DomId, peer: DomId, pages: number[], writable: boolean): GrantRef[] {
+    const refs: GrantRef[] = [];
+    for (let i = 0; i < this.perDomain && refs.length < pages.length; i++) {
+      const b = (owner * this.perDomain + i) * FIELDS;
+      // Claim with ENDING so no mapper sees a half-written entry, publish with ACTIVE.
+      if (Atomics.compareExchange(this.e, b + F_WORD, FREE, ENDING) !== FREE) continue;
+      const page = pages[refs.length]!;
+      Atomics.store(this.e, b + F_PEER, peer);
+      Atomics.store(this.e, b + F_WRITABLE, writable ? 1 : 0);
+      Atomics.store(this.e, b + F_PAGE, page);
+      refs.push(FIRST_GRANT_REF + i);
+    }
+    if (refs.length < pages.length) {
+      for (const r of refs) Atomics.store(this.e, this.base(owner, r) + F_WORD, FREE);
+      throw new PlatformError(
+        "ENOSPC",
+        "gnttab.share",
+        `domain ${owner} has no ${pages.length} free grant entries (table of ${this.perDomain})`,
+      );
+    }
+    for (const r of refs) Atomics.store(this.e, this.base(owner, r) + F_WORD, ACTIVE);
+    return refs;
+  }
+
+  /** End access to `refs` of `owner`: refused (EBUSY) while any is mapped or being copied. */
+  endAccess(owner: DomId, refs: readonly GrantRef[]): number[] {
+    const ended: GrantRef[] = [];
+    for (const r of refs) {
+      const b = this.base(owner, r);
+      const prev = Atomics.compareExchange(this.e, b + F_WORD, ACTIVE, ENDING);
+      if (prev !== ACTIVE) {
+        for (const x of ended) Atomics.store(this.e, this.base(owner, x) + F_WORD, ACTIVE);
+        if ((prev & STATE_MASK) === ACTIVE) {
+          throw new PlatformError(
+            "EBUSY",
+            "gnttab.unshare",
+            `grant ${r} of domain ${owner} is still in use by domain ${Atomics.load(this.e, b + F_PEER)} (${prev >> 2} user(s))`,
+          );
+        }
+        throw new PlatformError("ENOENT", "gnttab.unshare", `grant ${r} of domain ${owner} is not active`);
+      }
+      ended.push(r);
+    }
+    const pages = ended.map((r) => Atomics.load(this.e, this.base(owner, r) + F_PAGE));
+    for (const r of ended) Atomics.store(this.e, this.base(owner, r) + F_WORD, FREE);
+    return pages;
+  }
+
+  /**
+   * Take one user of `owner`'s grant `ref` on behalf of `peer`. Returns the page, or a GNTST
+   * status saying why not (a negative number).
+   */
+  acquire(owner: DomId, ref: GrantRef, peer: DomId, write: boolean): number {
+    if (!this.validDomain(owner)) return GNTST.badDomain;
+    if (!this.validRef(ref)) return GNTST.badGntref;
+    const b = this.base(owner, ref);
+    for (;;) {
+      const w = Atomics.load(this.e, b + F_WORD);
+      if ((w & STATE_MASK) !== ACTIVE) return GNTST.badGntref;
+      if (Atomics.load(this.e, b + F_PEER) !== peer) return GNTST.permissionDenied;
+      if (write && Atomics.load(this.e, b + F_WRITABLE) === 0) return GNTST.permissionDenied;
+      if (Atomics.compareExchange(this.e, b + F_WORD, w, w + USER) === w) return Atomics.load(this.e, b + F_PAGE);
+    }
+  }
+
+  release(owner: DomId, ref: GrantRef): void {
+    Atomics.sub(this.e, this.base(owner, ref) + F_WORD, USER);
+  }
+
+  addMapsHeld(domid: DomId, n: number): void {
+    Atomics.add(this.held, domid, n);
+  }
+
+  mapsHeld(domid: DomId): number {
+    return Atomics.load(this.held, domid);
+  }
+
+  /** Every grant still active, in every domain. */
+  activeGrants(): GrantLeak[] {
+    const out: GrantLeak[] = [];
+    for (let d = 0; d < this.maxDomains; d++) {
+      for (let i = 0; i < this.perDomain; i++) {
+        const b = (d * this.perDomain + i) * FIELDS;
+        const w = Atomics.load(this.e, b + F_WORD);
+        if ((w & STATE_MASK) === FREE) continue;
+        out.push({ owner: d, ref: FIRST_GRANT_REF + i, peer: Atomics.load(this.e, b + F_PEER), users: w >> 2 });
+      }
+    }
+    return out;
+  }
+
+  /** Grants `owner` has active now. */
+  activeCount(owner: DomId): number {
+    let n = 0;
+    for (let i = 0; i < this.perDomain; i++) {
+      if ((Atomics.load(this.e, (owner * this.perDomain + i) * FIELDS + F_WORD) & STATE_MASK) !== FREE) n++;
+    }
+    return n;
+  }
+}
+
+function statusName(s: number): string {
+  return Object.entries(GNTST).find(([, v]) => v === s)?.[0] ?? String(s);
+}
+
+/** A read-only mapping: no method writes, so a driver cannot write through it. */
+class ReadonlyPageView implements ReadonlyPage {
+  readonly byteLength = PAGE_SIZE;
+  constructor(private readonly bytes: Uint8Array) {}
+  at(index: number): number {
+    if (!Number.isInteger(index) || index < 0 || index >= PAGE_SIZE) {
+      throw new RangeError(`read-only page index ${index} outside 0..${PAGE_SIZE - 1}`);
+    }
+    return this.bytes[index]!;
+  }
+  copyTo(offset: number, len: number, dst: Uint8Array, dstOffset: number): void {
+    if (offset < 0 || len < 0 || offset + len > PAGE_SIZE) {
+      throw new RangeError(`read-only page copy ${offset}+${len} outside the ${PAGE_SIZE}-byte page`);
+    }
+    dst.set(this.bytes.subarray(offset, offset + len), dstOffset);
+  }
+}
+
+/** One domain's grant operations (gntalloc + gntdev + GNTTABOP_copy). */
+export class SimGrantTable implements GrantTable {
+  constructor(
+    private readonly t: GrantTables,
+    readonly domid: DomId,
+  ) {}
+
+  share(peer: DomId, count: number, writable: boolean): SharedPages {
+    if (!Number.isInteger(count) || count < 1) throw new PlatformError("EINVAL", "gnttab.share", `page count must be a positive integer, got ${count}`);
+    if (!this.t.validDomain(peer)) throw new PlatformError("EINVAL", "gnttab.share", `no domain ${peer}`);
+    const pool = this.t.pool;
+    const pages = pool.alloc(this.domid, count, "gnttab.share");
+    let refs: GrantRef[];
+    try {
+      refs = this.t.grant(this.domid, peer, pages, writable);
+    } catch (e) {
+      for (const p of pages) pool.free(p);
+      throw e;
+    }
+    return {
+      peer,
+      writable,
+      refs,
+      pages: pages.map((p) => pool.view(p)),
+      descriptor: { buffer: pool.memory, offsets: pages.map((p) => pool.offset(p)) },
+    };
+  }
+
+  unshare(shared: SharedPages): void {
+    const pages = this.t.endAccess(this.domid, shared.refs);
+    for (const p of pages) this.t.pool.free(p);
+  }
+
+  map(owner: DomId, refs: readonly GrantRef[], writable: true): MappedPages<Uint8Array>;
+  map(owner: DomId, refs: readonly GrantRef[], writable: false): MappedPages<ReadonlyPage>;
+  map(owner: DomId, refs: readonly GrantRef[], writable: boolean): MappedPages<Uint8Array> | MappedPages<ReadonlyPage> {
+    if (refs.length === 0) throw new PlatformError("EINVAL", "gnttab.map", "no grant references given");
+    const pages: number[] = [];
+    for (const ref of refs) {
+      const p = this.t.acquire(owner, ref, this.domid, writable);
+      if (p < 0) {
+        refs.slice(0, pages.length).forEach((r) => this.t.release(owner, r));
+        throw new PlatformError(
+          p === GNTST.permissionDenied ? "EPERM" : "ENOENT",
+          "gnttab.map",
+          `domain ${this.domid} cannot map grant ${ref} of domain ${owner} ${writable ? "writable" : "read-only"}: ${statusName(p)}`,
+        );
+      }
+      pages.push(p);
+    }
+    this.t.addMapsHeld(this.domid, refs.length);
+    const pool = this.t.pool;
+    const views = pages.map((p) => pool.view(p));
+    const frozenRefs = Object.freeze([...refs]);
+    if (writable) {
+      return { owner, refs: frozenRefs, writable: true, pages: views, descriptor: { buffer: pool.memory, offsets: pages.map((p) => pool.offset(p)) } };
+    }
+    return { owner, refs: frozenRefs, writable: false, pages: views.map((v) => new ReadonlyPageView(v)), descriptor: null };
+  }
+
+  unmap(m: MappedPages<Uint8Array> | MappedPages<ReadonlyPage>): void {
+    if (unmapped.has(m)) throw new PlatformError("EINVAL", "gnttab.unmap", `mapping of grants [${m.refs.join(",")}] of domain ${m.owner} already unmapped`);
+    unmapped.add(m);
+    for (const r of m.refs) this.t.release(m.owner, r);
+    this.t.addMapsHeld(this.domid, -m.refs.length);
+  }
+
+  copy(segments: CopySegment[]): void {
+    for (const s of segments) s.status = this.copyOne(s);
+  }
+
+  /**
+   * One GNTTABOP_copy segment. Each foreign side is pinned (a user taken) for the copy, so the
+   * owner cannot end access and reuse the page underneath it.
+   */
+  private copyOne(s: CopySegment): GrantStatus {
+    const len = s.len;
+    if (!Number.isInteger(len) || len < 0 || len > PAGE_SIZE) return GNTST.badCopyArg;
+    const src = this.resolve(s.source, len, false);
+    if (src.status !== GNTST.okay) return src.status;
+    const dst = this.resolve(s.dest, len, true);
+    if (dst.status !== GNTST.okay) {
+      src.unpin();
+      return dst.status;
+    }
+    if (len > 0) dst.bytes.set(src.bytes.subarray(src.offset, src.offset + len), dst.offset);
+    src.unpin();
+    dst.unpin();
+    return GNTST.okay;
+  }
+
+  private resolve(side: CopySide, len: number, write: boolean): Resolved {
+    if ("buf" in side) {
+      if (!Number.isInteger(side.offset) || side.offset < 0 || side.offset + len > side.buf.byteLength) return BAD_ARG;
+      return { status: GNTST.okay, bytes: side.buf, offset: side.offset, unpin: noop };
+    }
+    if (!Number.isInteger(side.offset) || side.offset < 0 || side.offset + len > PAGE_SIZE) return BAD_ARG;
+    const page = this.t.acquire(side.domid, side.ref, this.domid, write);
+    if (page < 0) return { status: page as GrantStatus, bytes: EMPTY, offset: 0, unpin: noop };
+    const t = this.t;
+    return {
+      status: GNTST.okay,
+      bytes: t.pool.bytes,
+      offset: t.pool.offset(page) + side.offset,
+      unpin: () => t.release(side.domid, side.ref),
+    };
+  }
+}
+
+interface Resolved {
+  status: GrantStatus;
+  bytes: Uint8Array;
+  offset: number;
+  unpin: () => void;
+}
+const EMPTY = new Uint8Array(0);
+const noop = () => {};
+const BAD_ARG: Resolved = { status: GNTST.badCopyArg, bytes: EMPTY, offset: 0, unpin: noop };
+/** Mappings already unmapped, so a double unmap is an error and not a second release. */
+const unmapped = new WeakSet<object>();

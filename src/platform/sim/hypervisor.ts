@@ -1,0 +1,152 @@
+/**
+ * The simulated hypervisor: grant tables, event channels, xenstore and the machine's pages,
+ * every bit of state in SharedArrayBuffers. `SimHypervisor.attach(state)` in any thread sees
+ * the same hypervisor, so the domains of a test, a benchmark or a laptop run (and their
+ * workers) all live in one process and still cannot reach what they were not granted.
+ */
+import { PlatformError, type DomId } from "../types.ts";
+import { createEventChannelState, EventChannelTable, type EventChannelState, type PortLeak } from "./event-channels.ts";
+import { createGrantTableState, GrantTables, type GrantLeak, type GrantTableState } from "./grant-table.ts";
+import { createPagePoolState, PagePool, type PagePoolState } from "./page-pool.ts";
+import { SimPlatform } from "./platform.ts";
+import { createXenStoreState, SharedXenStore, type XenStoreState } from "./xenstore-state.ts";
+
+export interface SimOptions {
+  /** Domain ids 0 .. maxDomains-1 (default 16). */
+  maxDomains?: number;
+  /** 4 KiB pages in the simulated machine (default 16384 = 64 MiB, committed lazily by the OS). */
+  pages?: number;
+  /** Grant entries per domain (default 4096); small values simulate grant exhaustion. */
+  grantsPerDomain?: number;
+  /** Event-channel ports per domain, port 0 unused (default 256). */
+  portsPerDomain?: number;
+  /** Open event-channel handles, all domains together (default 256). */
+  maxHandles?: number;
+  /** Bytes of shared memory for the xenstore tree (default: the xenstore's own). */
+  xenstoreBytes?: number;
+}
+
+export interface SimHypervisorState {
+  kind: "sim";
+  pool: PagePoolState;
+  grants: GrantTableState;
+  evtchn: EventChannelState;
+  xenstore: XenStoreState;
+  /** Int32 per domain: 1 when the domain exists. */
+  domains: SharedArrayBuffer;
+}
+
+export type Leak =
+  | ({ kind: "grant" } & GrantLeak)
+  | { kind: "mapping"; domid: DomId; count: number }
+  | ({ kind: "port" } & PortLeak)
+  | { kind: "page"; page: number; owner: DomId };
+
+export class SimHypervisor {
+  readonly pool: PagePool;
+  readonly grants: GrantTables;
+  readonly evtchn: EventChannelTable;
+  readonly xenstore: SharedXenStore;
+  private readonly domains: Int32Array;
+
+  private constructor(readonly state: SimHypervisorState) {
+    this.pool = new PagePool(state.pool);
+    this.grants = new GrantTables(state.grants, this.pool);
+    this.evtchn = new EventChannelTable(state.evtchn);
+    this.xenstore = new SharedXenStore(state.xenstore);
+    this.domains = new Int32Array(state.domains);
+  }
+
+  /** A new hypervisor with domain 0 (privileged, the toolstack's domain) already running. */
+  static create(opts: SimOptions = {}): SimHypervisor {
+    const maxDomains = opts.maxDomains ?? 16;
+    const state: SimHypervisorState = {
+      kind: "sim",
+      pool: createPagePoolState(opts.pages ?? 16384),
+      grants: createGrantTableState(maxDomains, opts.grantsPerDomain ?? 4096),
+      evtchn: createEventChannelState(maxDomains, opts.portsPerDomain ?? 256, opts.maxHandles ?? 256),
+      xenstore: createXenStoreState(opts.xenstoreBytes === undefined ? {} : { bytes: opts.xenstoreBytes }),
+      domains: new SharedArrayBuffer(maxDomains * 4),
+    };
+    const hv = new SimHypervisor(state);
+    Atomics.store(hv.domains, 0, 1);
+    return hv;
+  }
+
+  /** The same hypervisor, seen from another thread (the state came by postMessage). */
+  static attach(state: SimHypervisorState): SimHypervisor {
+    return new SimHypervisor(state);
+  }
+
+  get maxDomains(): number {
+    return this.domains.length;
+  }
+
+  /** Create a domain, as a toolstack does: it gets an id and its /local/domain/<id> in xenstore. */
+  createDomain(domid?: DomId): DomId {
+    const op = "sim.createDomain";
+    const id = domid ?? this.freeDomid(op);
+    if (!Number.isInteger(id) || id < 1 || id >= this.maxDomains) {
+      throw new PlatformError("EINVAL", op, `domain id must be in 1..${this.maxDomains - 1}, got ${id}`);
+    }
+    if (Atomics.compareExchange(this.domains, id, 0, 1) !== 0) throw new PlatformError("EEXIST", op, `domain ${id} exists`);
+    this.xenstore.introduceDomain(id);
+    return id;
+  }
+
+  private freeDomid(op: string): DomId {
+    for (let d = 1; d < this.maxDomains; d++) if (Atomics.load(this.domains, d) === 0) return d;
+    throw new PlatformError("ENOSPC", op, `all ${this.maxDomains} domain ids are in use`);
+  }
+
+  exists(domid: DomId): boolean {
+    return Number.isInteger(domid) && domid >= 0 && domid < this.maxDomains && Atomics.load(this.domains, domid) === 1;
+  }
+
+  /** One domain's view: its grant table, event channels and xenstore connection. */
+  platform(domid: DomId): SimPlatform {
+    if (!this.exists(domid)) throw new PlatformError("ENOENT", "sim.platform", `no domain ${domid}`);
+    return new SimPlatform(this, domid);
+  }
+
+  /**
+   * What is still held: active grants, mappings, bound ports, pages. Tests call it after both
+   * ends have closed; anything listed is a leak. `domids` narrows it to some domains.
+   */
+  leaks(domids?: readonly DomId[]): Leak[] {
+    const want = (d: DomId) => domids === undefined || domids.includes(d);
+    const out: Leak[] = [];
+    for (const g of this.grants.activeGrants()) if (want(g.owner) || want(g.peer)) out.push({ kind: "grant", ...g });
+    for (let d = 0; d < this.maxDomains; d++) {
+      const n = this.grants.mapsHeld(d);
+      if (n !== 0 && want(d)) out.push({ kind: "mapping", domid: d, count: n });
+    }
+    for (const p of this.evtchn.boundPorts()) if (want(p.domid)) out.push({ kind: "port", ...p });
+    for (let page = 0; page < this.pool.count; page++) {
+      const owner = this.pool.owner(page);
+      if (owner !== null && want(owner)) out.push({ kind: "page", page, owner });
+    }
+    return out;
+  }
+
+  /** Throw, listing every leak, unless nothing is held. */
+  assertNoLeaks(domids?: readonly DomId[]): void {
+    const l = this.leaks(domids);
+    if (l.length > 0) {
+      throw new Error(`simulated hypervisor leak check: ${l.length} leak(s): ${l.slice(0, 20).map(describeLeak).join("; ")}`);
+    }
+  }
+}
+
+export function describeLeak(l: Leak): string {
+  switch (l.kind) {
+    case "grant":
+      return `grant ${l.ref} of domain ${l.owner} to domain ${l.peer} still active (${l.users} user(s))`;
+    case "mapping":
+      return `domain ${l.domid} still maps ${l.count} grant(s)`;
+    case "port":
+      return `port ${l.port} of domain ${l.domid} still ${l.state} (remote domain ${l.remoteDomid})`;
+    case "page":
+      return `page ${l.page} still owned by domain ${l.owner}`;
+  }
+}
