@@ -20,6 +20,7 @@ export type ProtocolErrorCode =
   | "BAD_STATUS" // a response status outside the defined range
   | "BAD_FLAGS" // flags the protocol forbids in this position
   | "BAD_ID" // a response for an id that is not outstanding
+  | "BAD_GREF" // a grant reference the peer never gave us, or not with the access needed
   | "BAD_STATE" // a xenbus state string that is not a known state
   | "BAD_KEY"; // a xenstore value that does not parse
 

@@ -1,0 +1,282 @@
+/**
+ * What Netfront and Netback share once connected: the send path (a queue to the worker that
+ * owns the outgoing ring), the receive path (a queue from the worker that owns the incoming
+ * ring), listeners and async iteration, counters, and the order of a clean shutdown. The two
+ * ends differ only in how they connect and which wire flags their directions use.
+ */
+import type { Logger } from "pino";
+import { ETH_HLEN } from "../protocol/netif.ts";
+import { Counter } from "../workers/control.ts";
+import { NetError } from "./errors.ts";
+import { FrameReader } from "./frame-reader.ts";
+import { FrameWriter } from "./frame-writer.ts";
+import type { RingWorkerHandle } from "./ring-worker-handle.ts";
+
+/** Checksum state of a frame, as the netif flags carry it. */
+export interface FrameInfo {
+  /** The checksum is blank (partial): the receiver must complete it. */
+  csumBlank: boolean;
+  /** The checksum has been validated already. */
+  dataValidated: boolean;
+}
+
+export type WriteOptions = Partial<FrameInfo>;
+
+export interface NetStats {
+  rxPackets: number;
+  rxBytes: number;
+  /** Received frames dropped: malformed from the peer, or reported dropped by it. */
+  rxDrops: number;
+  /** Protocol errors the peer made on the receive ring. */
+  rxErrors: number;
+  txPackets: number;
+  txBytes: number;
+  txDrops: number;
+  txErrors: number;
+}
+
+/** How a direction's wire flags encode FrameInfo (TX and RX use different bits). */
+export interface FlagCodec {
+  encode(o: WriteOptions | undefined): number;
+  decode(flags: number): FrameInfo;
+}
+
+export type FrameListener = (frame: Uint8Array, info: FrameInfo) => void;
+
+/** Frames an async iterator may buffer before receiving pauses until it catches up. */
+const ITERATOR_HIGH_WATER = 4096;
+
+export abstract class NetDevice {
+  private readonly writer: FrameWriter;
+  private readonly reader: FrameReader;
+  private readonly listeners = new Set<FrameListener>();
+  private readonly iterators = new Set<FrameBuffer>();
+  private baseline: NetStats = zeroStats();
+  /** Set once the device can no longer send or receive. */
+  protected closedError: NetError | null = null;
+
+  constructor(
+    /** The worker that owns the ring we send on. */
+    protected readonly sender: RingWorkerHandle,
+    /** The worker that owns the ring we receive from. */
+    protected readonly receiver: RingWorkerHandle,
+    private readonly sendFlags: FlagCodec,
+    private readonly recvFlags: FlagCodec,
+    /** Largest frame, Ethernet header included. */
+    readonly maxFrameSize: number,
+    protected readonly log: Logger,
+  ) {
+    this.writer = new FrameWriter(sender.queue, {
+      minFrame: ETH_HLEN,
+      maxFrame: maxFrameSize,
+      wake: () => sender.kick(),
+      closed: () => this.closedError,
+    });
+    this.reader = new FrameReader(receiver.queue, (frame, meta) => this.deliver(frame, meta), () => receiver.kick());
+  }
+
+  /** Send one frame (copied before the promise settles; the buffer may be reused at once). */
+  write(frame: Uint8Array, opts?: WriteOptions): Promise<void> {
+    if (!(frame instanceof Uint8Array)) return Promise.reject(new NetError("BAD_ARGUMENT", "write takes a Uint8Array"));
+    return this.writer.write(frame.byteLength, this.sendFlags.encode(opts), (dst, off) => dst.set(frame, off));
+  }
+
+  /** Send one frame gathered from several buffers. */
+  writev(parts: readonly Uint8Array[], opts?: WriteOptions): Promise<void> {
+    if (!Array.isArray(parts) || parts.some((p) => !(p instanceof Uint8Array))) {
+      return Promise.reject(new NetError("BAD_ARGUMENT", "writev takes an array of Uint8Array"));
+    }
+    const len = parts.reduce((n, p) => n + p.byteLength, 0);
+    return this.writer.write(len, this.sendFlags.encode(opts), (dst, off) => {
+      for (const p of parts) {
+        dst.set(p, off);
+        off += p.byteLength;
+      }
+    });
+  }
+
+  /**
+   * Send a frame of exactly `len` bytes written in place by `fill`, which gets a zeroed view
+   * valid only during the call: no intermediate buffer.
+   */
+  writeWith(len: number, fill: (buf: Uint8Array) => void, opts?: WriteOptions): Promise<void> {
+    if (typeof fill !== "function") return Promise.reject(new NetError("BAD_ARGUMENT", "writeWith takes a fill callback"));
+    return this.writer.write(len, this.sendFlags.encode(opts), (dst, off) => {
+      const view = dst.subarray(off, off + len);
+      view.fill(0);
+      fill(view);
+    });
+  }
+
+  /**
+   * Call `cb` for every received frame. The frame is a view valid only during the call: copy
+   * what you keep. Returns a function that removes the listener.
+   */
+  listen(cb: FrameListener): () => void {
+    if (typeof cb !== "function") throw new NetError("BAD_ARGUMENT", "listen takes a callback");
+    this.listeners.add(cb);
+    this.reader.start();
+    return () => {
+      this.listeners.delete(cb);
+    };
+  }
+
+  /** Received frames, each a copy the caller owns. Ends when the device disconnects. */
+  frames(): AsyncIterableIterator<Uint8Array> {
+    const buf = new FrameBuffer(
+      () => this.reader.start(),
+      () => this.iterators.delete(buf),
+    );
+    this.iterators.add(buf);
+    if (this.closedError !== null) buf.end();
+    this.reader.start();
+    return buf;
+  }
+
+  [Symbol.asyncIterator](): AsyncIterableIterator<Uint8Array> {
+    return this.frames();
+  }
+
+  private deliver(frame: Uint8Array, meta: number): void {
+    const info = this.recvFlags.decode(meta);
+    for (const l of this.listeners) {
+      try {
+        l(frame, info);
+      } catch (e) {
+        this.log.error({ err: e }, "a frame listener threw; the frame still counts as delivered");
+      }
+    }
+    let full = false;
+    for (const it of this.iterators) full = it.push(frame.slice()) || full;
+    // Without a listener, an iterator that is behind holds receiving back, rather than buffering without bound.
+    if (full && this.listeners.size === 0) this.reader.pause();
+  }
+
+  stats(): NetStats {
+    const now = this.rawStats();
+    const b = this.baseline;
+    return {
+      rxPackets: now.rxPackets - b.rxPackets,
+      rxBytes: now.rxBytes - b.rxBytes,
+      rxDrops: now.rxDrops - b.rxDrops,
+      rxErrors: now.rxErrors - b.rxErrors,
+      txPackets: now.txPackets - b.txPackets,
+      txBytes: now.txBytes - b.txBytes,
+      txDrops: now.txDrops - b.txDrops,
+      txErrors: now.txErrors - b.txErrors,
+    };
+  }
+
+  /** Counters restart from zero (the workers' own counters keep running; we subtract). */
+  resetStats(): void {
+    this.baseline = this.rawStats();
+  }
+
+  private rawStats(): NetStats {
+    const s = this.sender.control;
+    const r = this.receiver.control;
+    return {
+      rxPackets: r.get(Counter.packets),
+      rxBytes: r.get(Counter.bytes),
+      rxDrops: r.get(Counter.drops),
+      rxErrors: r.get(Counter.errors),
+      txPackets: s.get(Counter.packets),
+      txBytes: s.get(Counter.bytes),
+      txDrops: s.get(Counter.drops),
+      txErrors: s.get(Counter.errors),
+    };
+  }
+
+  /** Whether the device still moves frames. */
+  get connected(): boolean {
+    return this.closedError === null;
+  }
+
+  /** Wait until queued frames have left: the send queue is empty and the peer answered them all. */
+  protected async flush(timeoutMs: number): Promise<boolean> {
+    const deadline = performance.now() + timeoutMs;
+    const s = this.sender;
+    while (performance.now() < deadline) {
+      if (s.queue.isEmpty() && s.control.backlog === 0) return true;
+      if (s.control.failure !== null) return false;
+      s.kick();
+      await Bun.sleep(1);
+    }
+    return false;
+  }
+
+  /** Stop both workers and the reader; receive iterators end. Idempotent. */
+  protected async stopDataPath(reason: NetError): Promise<void> {
+    this.closedError ??= reason;
+    const failures = await Promise.all([this.sender.stop(), this.receiver.stop()]);
+    // Deliver what was received before the stop, then end.
+    this.reader.drainAll();
+    await this.reader.stop();
+    for (const it of this.iterators) it.end();
+    for (const f of failures) if (f !== null) this.log.warn({ failure: f }, "ring worker stopped with an error");
+  }
+}
+
+function zeroStats(): NetStats {
+  return { rxPackets: 0, rxBytes: 0, rxDrops: 0, rxErrors: 0, txPackets: 0, txBytes: 0, txDrops: 0, txErrors: 0 };
+}
+
+/** An async iterator's own buffer of received frames. */
+class FrameBuffer implements AsyncIterableIterator<Uint8Array> {
+  private readonly frames: Uint8Array[] = [];
+  private head = 0;
+  private waiter: ((r: IteratorResult<Uint8Array>) => void) | null = null;
+  private ended = false;
+
+  constructor(
+    private readonly resume: () => void,
+    private readonly detach: () => void,
+  ) {}
+
+  /** Queue a frame; true when the buffer is past its high-water mark. */
+  push(frame: Uint8Array): boolean {
+    if (this.ended) return false;
+    if (this.waiter !== null) {
+      const w = this.waiter;
+      this.waiter = null;
+      w({ value: frame, done: false });
+      return false;
+    }
+    this.frames.push(frame);
+    return this.frames.length - this.head >= ITERATOR_HIGH_WATER;
+  }
+
+  end(): void {
+    this.ended = true;
+    if (this.waiter !== null) {
+      const w = this.waiter;
+      this.waiter = null;
+      w({ value: undefined, done: true });
+    }
+  }
+
+  next(): Promise<IteratorResult<Uint8Array>> {
+    if (this.head < this.frames.length) {
+      const value = this.frames[this.head++]!;
+      if (this.head > 1024 && this.head * 2 > this.frames.length) {
+        this.frames.splice(0, this.head);
+        this.head = 0;
+      }
+      if (this.frames.length - this.head < ITERATOR_HIGH_WATER / 2) this.resume();
+      return Promise.resolve({ value, done: false });
+    }
+    if (this.ended) return Promise.resolve({ value: undefined, done: true });
+    this.resume();
+    return new Promise((r) => (this.waiter = r));
+  }
+
+  return(): Promise<IteratorResult<Uint8Array>> {
+    this.end();
+    this.detach();
+    return Promise.resolve({ value: undefined, done: true });
+  }
+
+  [Symbol.asyncIterator](): AsyncIterableIterator<Uint8Array> {
+    return this;
+  }
+}

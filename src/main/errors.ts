@@ -1,0 +1,20 @@
+/** Errors of the public API. Peer and hypervisor errors keep their own types (ProtocolError, PlatformError). */
+
+export type NetErrorCode =
+  | "FRAME_TOO_LONG"
+  | "FRAME_TOO_SHORT"
+  | "BAD_ARGUMENT"
+  | "DISCONNECTED" // the device was disconnected, or its peer broke and it shut down
+  | "TIMEOUT"
+  | "UNSUPPORTED"; // the peer lacks something this version needs
+
+export class NetError extends Error {
+  override readonly name = "NetError";
+  constructor(
+    readonly code: NetErrorCode,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(`${code}: ${message}`, options);
+  }
+}

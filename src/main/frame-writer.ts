@@ -1,0 +1,79 @@
+/**
+ * The main thread's end of a send queue. A write copies the frame into the queue and kicks the
+ * worker only if it sleeps. When the queue is full, the write waits (Atomics.waitAsync on the
+ * consumer index: no busy loop, the event loop stays free) and later writes queue up behind
+ * it, so frames leave in the order they were written.
+ */
+import { NetError } from "./errors.ts";
+import { FrameQueue } from "../workers/frame-queue.ts";
+
+export interface FrameWriterOptions {
+  minFrame: number;
+  maxFrame: number;
+  /** Wake the consumer (the worker) when it sleeps. */
+  wake: () => void;
+  /** Non-null once the device can no longer send; writes then fail with it. */
+  closed: () => NetError | null;
+}
+
+export class FrameWriter {
+  /** The last write that had to wait; later writes wait behind it. */
+  private tail: Promise<void> | null = null;
+
+  constructor(
+    private readonly q: FrameQueue,
+    private readonly opts: FrameWriterOptions,
+  ) {}
+
+  /** Bytes a frame may have, checked before anything is queued. */
+  check(len: number): void {
+    if (!Number.isInteger(len) || len < this.opts.minFrame) {
+      throw new NetError("FRAME_TOO_SHORT", `a frame needs at least ${this.opts.minFrame} bytes (an Ethernet header), got ${len}`);
+    }
+    if (len > this.opts.maxFrame) {
+      throw new NetError("FRAME_TOO_LONG", `a frame may have at most ${this.opts.maxFrame} bytes, got ${len}`);
+    }
+  }
+
+  /** Queue a frame of `len` bytes that `fill` writes into the view it is given. */
+  write(len: number, meta: number, fill: (dst: Uint8Array, offset: number) => void): Promise<void> {
+    const closed = this.opts.closed();
+    if (closed !== null) return Promise.reject(closed);
+    this.check(len);
+    if (this.tail === null && this.tryWrite(len, meta, fill)) return Promise.resolve();
+    const run = (this.tail ?? Promise.resolve()).then(() => this.waitAndWrite(len, meta, fill));
+    const tail = run.catch(() => {});
+    this.tail = tail;
+    void tail.then(() => {
+      if (this.tail === tail) this.tail = null;
+    });
+    return run;
+  }
+
+  private tryWrite(len: number, meta: number, fill: (dst: Uint8Array, offset: number) => void): boolean {
+    const q = this.q;
+    const off = q.reserve(len);
+    if (off < 0) return false;
+    fill(q.data, off);
+    q.commit(off, len, meta);
+    if (q.consumerWaiting()) this.opts.wake();
+    return true;
+  }
+
+  private async waitAndWrite(len: number, meta: number, fill: (dst: Uint8Array, offset: number) => void): Promise<void> {
+    const q = this.q;
+    for (;;) {
+      const closed = this.opts.closed();
+      if (closed !== null) throw closed;
+      q.setProducerWaiting(true);
+      const cons = Atomics.load(q.ctl, FrameQueue.CONS);
+      if (this.tryWrite(len, meta, fill)) {
+        q.setProducerWaiting(false);
+        return;
+      }
+      this.opts.wake(); // the worker may be asleep with work it can now do
+      const w = Atomics.waitAsync(q.ctl, FrameQueue.CONS, cons, 1000);
+      if (w.async) await w.value;
+    }
+  }
+}

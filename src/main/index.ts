@@ -1,0 +1,13 @@
+/** bun-xen-net: the public API. */
+export { Netfront, type NetfrontOptions } from "./netfront.ts";
+export { Netback, NETBACK_MAC, type NetbackOptions } from "./netback.ts";
+export { NetDevice, type FrameInfo, type FrameListener, type NetStats, type WriteOptions } from "./device.ts";
+export { NetError, type NetErrorCode } from "./errors.ts";
+export { defaultSimHypervisor } from "./platform-default.ts";
+export { createVif, destroyVif, type VifSpec } from "./xenbus/toolstack.ts";
+export { HandshakeError } from "./xenbus/errors.ts";
+export { SimHypervisor, type SimOptions } from "../platform/sim/index.ts";
+export { openPlatform } from "../platform/open.ts";
+export { PlatformError, type Platform } from "../platform/types.ts";
+export { ProtocolError } from "../protocol/errors.ts";
+export { formatMac, parseMac } from "../protocol/xenbus.ts";

@@ -1,0 +1,32 @@
+/**
+ * The platform a device uses when none is given: real Xen where the Xen devices exist, else
+ * the embedded simulated hypervisor (one per process). BUN_XEN_NET_PLATFORM=sim|xen overrides.
+ */
+import { existsSync } from "node:fs";
+import { SimHypervisor } from "../platform/sim/index.ts";
+import type { DomId, Platform } from "../platform/types.ts";
+import { NetError } from "./errors.ts";
+
+let shared: SimHypervisor | null = null;
+
+/** The process-wide simulated hypervisor that devices use by default. */
+export function defaultSimHypervisor(): SimHypervisor {
+  shared ??= SimHypervisor.create();
+  return shared;
+}
+
+export function xenPresent(): boolean {
+  return existsSync("/dev/xen/evtchn") && existsSync("/proc/xen/capabilities");
+}
+
+/** `domid` is this domain's id on the simulated hypervisor (created there if missing). */
+export function defaultPlatform(domid: DomId): Platform {
+  const want = process.env.BUN_XEN_NET_PLATFORM ?? (xenPresent() ? "xen" : "sim");
+  if (want === "xen") {
+    throw new NetError("BAD_ARGUMENT", "the real-Xen platform is not available in this version: pass a platform, or set BUN_XEN_NET_PLATFORM=sim");
+  }
+  if (want !== "sim") throw new NetError("BAD_ARGUMENT", `BUN_XEN_NET_PLATFORM must be "sim" or "xen", got "${want}"`);
+  const hv = defaultSimHypervisor();
+  if (!hv.exists(domid)) hv.createDomain(domid);
+  return hv.platform(domid);
+}

@@ -1,0 +1,93 @@
+/**
+ * The main thread's handle on one ring worker: start it with its init data, kick it, stop it
+ * (stop flag + kick, then wait for its last message; terminate only if it does not answer),
+ * and hear of peer errors and of an unexpected stop.
+ */
+import type { EventChannels } from "../platform/types.ts";
+import { Control, WorkerState } from "../workers/control.ts";
+import { FrameQueue } from "../workers/frame-queue.ts";
+import type { RingWorkerInit } from "../workers/role.ts";
+import type { RingWorkerMessage } from "../workers/ring-worker.ts";
+
+const WORKER_URL = new URL("../workers/ring-worker.ts", import.meta.url).href;
+
+export interface RingWorkerEvents {
+  onPeerError(e: Extract<RingWorkerMessage, { type: "peer-error" }>): void;
+  /** The worker stopped without being asked (a broken peer, a crash). */
+  onUnexpectedStop(failure: string): void;
+}
+
+export class RingWorkerHandle {
+  readonly control: Control;
+  readonly queue: FrameQueue;
+  private readonly worker: Worker;
+  private stopping = false;
+  /** Resolves with the failure (or null) once the worker has stopped. */
+  readonly stopped: Promise<string | null>;
+
+  private constructor(
+    readonly init: RingWorkerInit,
+    private readonly evtchn: EventChannels,
+    events: RingWorkerEvents,
+    running: (ok: boolean, failure: string | null) => void,
+  ) {
+    this.control = new Control(init.control);
+    this.queue = new FrameQueue(init.queue);
+    this.worker = new Worker(WORKER_URL);
+    let settle: (f: string | null) => void = () => {};
+    this.stopped = new Promise((r) => (settle = r));
+    const finish = (failure: string | null) => {
+      settle(failure);
+      running(false, failure);
+      if (!this.stopping) events.onUnexpectedStop(failure ?? `${init.role} worker stopped unexpectedly`);
+      this.worker.terminate();
+    };
+    this.worker.onmessage = (e: MessageEvent<RingWorkerMessage>) => {
+      const m = e.data;
+      if (m.type === "running") running(true, null);
+      else if (m.type === "peer-error") events.onPeerError(m);
+      else finish(m.failure);
+    };
+    this.worker.onerror = (e) => {
+      this.control.fail(`${init.role} worker error: ${e.message}`);
+      this.control.setState(WorkerState.failed);
+      finish(this.control.failure);
+    };
+    this.worker.postMessage(init);
+  }
+
+  /** Start a worker; resolves once it runs, rejects if it stops first. */
+  static start(init: RingWorkerInit, evtchn: EventChannels, events: RingWorkerEvents): Promise<RingWorkerHandle> {
+    return new Promise((resolve, reject) => {
+      let handle: RingWorkerHandle | null = null;
+      let done = false;
+      handle = new RingWorkerHandle(init, evtchn, events, (ok, failure) => {
+        if (done) return;
+        done = true;
+        if (ok) resolve(handle!);
+        else reject(new Error(`${init.role} worker did not start: ${failure ?? "stopped"}`));
+      });
+    });
+  }
+
+  /** Wake the worker: it has new work in its queue, or space to continue. */
+  kick(): void {
+    this.evtchn.kick();
+  }
+
+  /** Ask the worker to stop and wait for it; after `timeoutMs` it is terminated. */
+  async stop(timeoutMs = 5000): Promise<string | null> {
+    this.stopping = true;
+    this.control.requestStop();
+    this.kick();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timedOut = new Promise<"timeout">((r) => (timer = setTimeout(() => r("timeout"), timeoutMs)));
+    const r = await Promise.race([this.stopped, timedOut]);
+    clearTimeout(timer);
+    if (r === "timeout") {
+      this.worker.terminate();
+      return `${this.init.role} worker did not stop within ${timeoutMs} ms and was terminated`;
+    }
+    return r;
+  }
+}

@@ -1,0 +1,228 @@
+/**
+ * Netfront's side of the xenbus handshake (Linux xen-netfront's talk_to_netback and
+ * netback_changed): find the backend, read what it offers, publish our rings and event
+ * channel, and close. The data path allocates the rings and the channel between awaitBackend
+ * and publishFrontend.
+ */
+import type { DomId, XenStore } from "../../platform/types.ts";
+import { FRONT_KEYS, BACK_KEYS, parseFeature, XenbusState } from "../../protocol/xenbus.ts";
+import { asHandshakeError, HandshakeError } from "./errors.ts";
+import {
+  checkPathValue,
+  closeEnd,
+  Deadline,
+  flag,
+  read,
+  readMac,
+  readUintOr,
+  switchState,
+  U32_MAX,
+  uintKey,
+  waitForState,
+  waitUntil,
+  type CloseResult,
+  type WaitOptions,
+} from "./wait.ts";
+
+/** Highest domain id; DOMID_FIRST_RESERVED (0x7ff0) and above are not domains. */
+const DOMID_MAX = 0x7fef;
+export const DEFAULT_MTU = 1500;
+const MTU_MIN = 68;
+const MTU_MAX = 65535;
+
+export interface BackendInfo {
+  backendId: DomId;
+  backendPath: string;
+  /** Ours, as the toolstack assigned it (frontend dir `mac`). */
+  mac: Uint8Array;
+  mtu: number;
+  features: {
+    rxCopy: true;
+    sg: boolean;
+    gsoTcpv4: boolean;
+    gsoTcpv6: boolean;
+    splitEventChannels: boolean;
+    maxQueues: number;
+    ctrlRing: boolean;
+    /** The backend wrote multi-queue-max-queues at all: then Linux netfront writes multi-queue-num-queues. */
+    multiQueue: boolean;
+  };
+}
+
+/**
+ * Wait for the backend and read its offer. `backend-id` and `backend` may be written late and
+ * in either order: nothing is read until both exist. Then wait for the backend's InitWait (or
+ * Connected: a backend that is already up after a reconnect race). A backend in Closing/Closed
+ * is waited on, not failed: it may come back (reset for reconnect) within the bound.
+ */
+export async function awaitBackend(xs: XenStore, frontPath: string, opts: WaitOptions = {}): Promise<BackendInfo> {
+  const d = new Deadline(opts);
+  const idPath = `${frontPath}/${FRONT_KEYS.backendId}`;
+  const bePath = `${frontPath}/${FRONT_KEYS.backend}`;
+  const { backendId, backendPath } = await waitUntil(
+    xs,
+    frontPath,
+    async () => {
+      const id = await read(xs, idPath);
+      const be = await read(xs, bePath);
+      if (id === null || be === null) return null;
+      const backendId = uintKey(idPath, id, DOMID_MAX);
+      const backendPath = checkPathValue(bePath, be);
+      // The backend path must lie in the backend domain's tree: a mismatch is a toolstack bug
+      // that would otherwise surface later as a confusing EACCES or a wrong grant domain.
+      if (!backendPath.startsWith(`/local/domain/${backendId}/`)) {
+        throw new HandshakeError("BAD_KEY", bePath, be, `not under /local/domain/${backendId}/ (backend-id ${backendId})`);
+      }
+      return { value: { backendId, backendPath } };
+    },
+    d.opts(),
+    "backend-id and backend keys",
+  );
+
+  const S = XenbusState;
+  await waitForState(xs, `${backendPath}/${BACK_KEYS.state}`, (s) => s === S.InitWait || s === S.Connected, d.opts());
+
+  const key = (k: string) => `${backendPath}/${k}`;
+  const rxCopyPath = key(BACK_KEYS.featureRxCopy);
+  const rxCopy = await read(xs, rxCopyPath);
+  if (!parseFeature(rxCopy)) {
+    throw new HandshakeError("NO_RX_COPY", rxCopyPath, rxCopy, "the backend does not offer rx-copy (flip mode is not supported)");
+  }
+  const feature = async (k: string) => parseFeature(await read(xs, key(k)));
+  const maxQueuesPath = key(BACK_KEYS.multiQueueMaxQueues);
+  const maxQueuesRaw = await read(xs, maxQueuesPath);
+  return {
+    backendId,
+    backendPath,
+    mac: await readMac(xs, `${frontPath}/${FRONT_KEYS.mac}`),
+    mtu: await readUintOr(xs, `${frontPath}/${FRONT_KEYS.mtu}`, DEFAULT_MTU, MTU_MAX, MTU_MIN),
+    features: {
+      rxCopy: true,
+      sg: await feature(BACK_KEYS.featureSg),
+      gsoTcpv4: await feature(BACK_KEYS.featureGsoTcpv4),
+      gsoTcpv6: await feature(BACK_KEYS.featureGsoTcpv6),
+      splitEventChannels: await feature(BACK_KEYS.featureSplitEventChannels),
+      maxQueues: maxQueuesRaw === null ? 1 : uintKey(maxQueuesPath, maxQueuesRaw, U32_MAX, 1),
+      ctrlRing: await feature(BACK_KEYS.featureCtrlRing),
+      multiQueue: maxQueuesRaw !== null,
+    },
+  };
+}
+
+export interface FrontendKeys {
+  txRingRef: number;
+  rxRingRef: number;
+  /** One port, or two with split event channels (only if the backend offers them). */
+  eventChannel: number | { tx: number; rx: number };
+  features: {
+    sg: boolean;
+    gsoTcpv4: boolean;
+    gsoTcpv6: boolean;
+    rxNotify: boolean;
+    noCsumOffload: boolean;
+    ipv6CsumOffload: boolean;
+  };
+}
+
+export interface PublishOptions {
+  /**
+   * Write multi-queue-num-queues=1. Linux netfront writes it exactly when the backend wrote
+   * multi-queue-max-queues (pass BackendInfo.features.multiQueue).
+   */
+  numQueuesKey?: boolean;
+  /** Transaction retries on EAGAIN (default 16). */
+  maxRetries?: number;
+  signal?: AbortSignal;
+}
+
+export const DEFAULT_TX_RETRIES = 16;
+
+/**
+ * Publish our rings, channel and features in ONE transaction (the backend reads them only
+ * after our Connected, and must never see half of them), retrying on EAGAIN; then switch to
+ * Connected. After `maxRetries` conflicts the EAGAIN surfaces as HandshakeError XENSTORE with
+ * the PlatformError as its cause; nothing was written then.
+ *
+ * Single queue: the keys go flat in the frontend dir. Multi-queue would write
+ * multi-queue-num-queues=N and the ring and channel keys under queue-0 .. queue-N-1 instead
+ * (queueDir() in protocol/xenbus.ts), never at the top level.
+ */
+export async function publishFrontend(xs: XenStore, frontPath: string, keys: FrontendKeys, opts: PublishOptions = {}): Promise<void> {
+  checkKeys(keys);
+  new Deadline(opts.signal === undefined ? {} : { signal: opts.signal }).checkAborted(frontPath);
+  const K = FRONT_KEYS;
+  const ec = keys.eventChannel;
+  const f = keys.features;
+  const writes: [string, string][] = [
+    [K.txRingRef, String(keys.txRingRef)],
+    [K.rxRingRef, String(keys.rxRingRef)],
+  ];
+  if (typeof ec === "number") writes.push([K.eventChannel, String(ec)]);
+  else writes.push([K.eventChannelTx, String(ec.tx)], [K.eventChannelRx, String(ec.rx)]);
+  writes.push(
+    [K.requestRxCopy, "1"],
+    [K.featureRxNotify, flag(f.rxNotify)],
+    [K.featureSg, flag(f.sg)],
+    [K.featureGsoTcpv4, flag(f.gsoTcpv4)],
+    [K.featureGsoTcpv6, flag(f.gsoTcpv6)],
+    [K.featureNoCsumOffload, flag(f.noCsumOffload)],
+    [K.featureIpv6CsumOffload, flag(f.ipv6CsumOffload)],
+  );
+  if (opts.numQueuesKey === true) writes.push([K.multiQueueNumQueues, "1"]);
+  // Keys of the other event-channel layout may be left from an earlier connection; a backend
+  // that looks for split keys first (Linux does) would bind stale ports.
+  const stale = typeof ec === "number" ? [K.eventChannelTx, K.eventChannelRx] : [K.eventChannel];
+  const statePath = `${frontPath}/${K.state}`;
+  try {
+    await xs.transaction(async (tx) => {
+      // Writing into a removed directory would re-create it: check inside the transaction.
+      if ((await xs.read(statePath, tx)) === null) {
+        throw new HandshakeError("GONE", statePath, null, "the device directory is gone (the toolstack removed the vif)");
+      }
+      for (const k of stale) await xs.rm(`${frontPath}/${k}`, tx);
+      for (const [k, v] of writes) await xs.write(`${frontPath}/${k}`, v, tx);
+    }, opts.maxRetries ?? DEFAULT_TX_RETRIES);
+  } catch (e) {
+    throw asHandshakeError(e, frontPath);
+  }
+  await switchState(xs, frontPath, XenbusState.Connected);
+}
+
+function checkKeys(k: FrontendKeys): void {
+  const u32 = (name: string, v: unknown, min = 0) => {
+    if (typeof v !== "number" || !Number.isInteger(v) || v < min || v > U32_MAX) throw new RangeError(`${name} must be an integer in ${min}..${U32_MAX}, got ${String(v)}`);
+  };
+  u32("txRingRef", k.txRingRef);
+  u32("rxRingRef", k.rxRingRef);
+  // Port 0 is never a bound port in Xen.
+  if (typeof k.eventChannel === "number") u32("eventChannel", k.eventChannel, 1);
+  else {
+    u32("eventChannel.tx", k.eventChannel.tx, 1);
+    u32("eventChannel.rx", k.eventChannel.rx, 1);
+  }
+}
+
+/**
+ * After publishFrontend: wait for the backend's Connected. The frontend must not transmit
+ * before it. A backend that goes Closing/Closed/away instead has refused our keys: PEER_CLOSED
+ * (fail fast; the caller closes our end).
+ */
+export async function awaitBackendConnected(xs: XenStore, backendPath: string, opts: WaitOptions = {}): Promise<void> {
+  const S = XenbusState;
+  const statePath = `${backendPath}/${BACK_KEYS.state}`;
+  const s = await waitForState(xs, statePath, (s) => s === S.Connected || s === S.Closing || s === S.Closed || s === S.Unknown, opts);
+  if (s !== S.Connected) {
+    throw new HandshakeError("PEER_CLOSED", statePath, String(s), "the backend closed instead of connecting");
+  }
+}
+
+/**
+ * Close our end: Closing, wait for the backend's Closing or Closed (or its directory gone),
+ * Closed, wait for its Closed (or gone, or InitWait: Linux netback goes back there when the
+ * device stays online). Best effort and bounded: see closeEnd. Free the rings only once
+ * `acknowledged` (the backend no longer maps them); otherwise leak them rather than hand
+ * pages the backend may still write back to the allocator.
+ */
+export function closeFrontend(xs: XenStore, frontPath: string, backendPath: string, opts: WaitOptions = {}): Promise<CloseResult> {
+  return closeEnd(xs, frontPath, `${backendPath}/${BACK_KEYS.state}`, true, opts);
+}

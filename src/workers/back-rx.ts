@@ -1,0 +1,120 @@
+/**
+ * The back end's side of the front end's RX ring: each frame from the main thread is
+ * grant-copied into as many posted buffers as it needs (one page each, from offset 0) and
+ * answered in the same slots, the first response flagged with the checksum bits, all but the
+ * last with more_data. A frame waits in the queue until enough buffers are posted: the guest
+ * controls its receive rate, and we lose nothing meanwhile.
+ */
+import {
+  BackRing,
+  GRANT_PAGE_SIZE,
+  NETIF_RSP,
+  NETRXF,
+  RX_REQUEST_SIZE,
+  RX_RESPONSE,
+  decodeRxRequest,
+  encodeRxResponse,
+  rxSlotsFor,
+  type RxRequest,
+  type RxResponse,
+  ProtocolError,
+} from "../protocol/index.ts";
+import { GNTST, pageViews, type CopySegment, type GrantTable } from "../platform/types.ts";
+import { Control, Counter } from "./control.ts";
+import { FrameQueue } from "./frame-queue.ts";
+import type { PeerNotifier, RingRole, RingWorkerInit } from "./role.ts";
+
+export class BackRx implements RingRole {
+  private readonly ring: BackRing;
+  private readonly req: RxRequest = { id: 0, gref: 0 };
+  private readonly rsp: RxResponse = { id: 0, offset: 0, flags: 0, status: 0 };
+  private readonly segs: CopySegment[];
+  /** Buffers the queued frame needs, when the guest has posted fewer; else 0. */
+  private needSlots = 0;
+
+  constructor(
+    init: RingWorkerInit,
+    private readonly q: FrameQueue,
+    private readonly ctl: Control,
+    private readonly kick: PeerNotifier,
+    private readonly gnttab: GrantTable,
+    private readonly onError: (e: ProtocolError) => void,
+  ) {
+    this.ring = new BackRing(pageViews(init.ring)[0]!, RX_REQUEST_SIZE);
+    this.ring.attach();
+    const maxSlots = rxSlotsFor(Math.min(init.maxFrame, q.maxRecord));
+    this.segs = Array.from({ length: maxSlots }, () => ({
+      source: { buf: q.data, offset: 0 },
+      dest: { domid: init.peer, ref: 0, offset: 0 },
+      len: 0,
+    }));
+  }
+
+  poll(): boolean {
+    const r = this.ring;
+    const q = this.q;
+    let moved = false;
+    for (;;) {
+      const off = q.peek();
+      if (off < 0) break;
+      const len = q.recordLength(off);
+      const slots = rxSlotsFor(len);
+      if (r.unconsumedRequests() < slots) {
+        this.needSlots = slots;
+        break;
+      }
+      const first = r.rspProdPvt;
+      const segs = this.segs.slice(0, slots);
+      for (let i = 0, pos = 0; i < slots; i++, pos += GRANT_PAGE_SIZE) {
+        decodeRxRequest(r.view, r.slotOffset(r.reqCons), this.req);
+        r.reqCons = (r.reqCons + 1) >>> 0;
+        const s = segs[i]!;
+        (s.source as { buf: Uint8Array; offset: number }).offset = off + pos;
+        const dst = s.dest as { domid: number; ref: number; offset: number };
+        dst.ref = this.req.gref;
+        s.len = Math.min(GRANT_PAGE_SIZE, len - pos);
+        // Remember the id in the response slot now; the status is known after the copy.
+        this.rsp.id = this.req.id;
+        this.rsp.offset = 0;
+        this.rsp.flags = (i === 0 ? q.recordMeta(off) & (NETRXF.dataValidated | NETRXF.csumBlank) : 0) | (i < slots - 1 ? NETRXF.moreData : 0);
+        this.rsp.status = s.len;
+        encodeRxResponse(r.view, r.slotOffset(r.rspProdPvt), this.rsp);
+        r.rspProdPvt = (r.rspProdPvt + 1) >>> 0;
+      }
+      this.gnttab.copy(segs);
+      const failed = segs.findIndex((s) => s.status !== GNTST.okay);
+      if (failed >= 0) {
+        // The guest posted a buffer we cannot write: every slot of this frame says ERROR,
+        // so the front end drops the frame whole.
+        for (let i = 0; i < slots; i++) r.view.setInt16(r.slotOffset(first + i) + RX_RESPONSE.status, NETIF_RSP.error, true);
+        const ref = (segs[failed]!.dest as { ref: number }).ref;
+        this.ctl.add(Counter.drops, 1);
+        this.ctl.add(Counter.errors, 1);
+        this.onError(new ProtocolError("BAD_GREF", `rx_request.gref`, ref, `grant copy to the front end failed with GNTST ${segs[failed]!.status}`));
+      } else {
+        this.ctl.add(Counter.packets, 1);
+        this.ctl.add(Counter.bytes, len);
+      }
+      q.release(off);
+      moved = true;
+    }
+    if (moved) {
+      if (r.pushResponses()) this.kick.notify();
+      if (q.producerWaiting()) q.wake(FrameQueue.CONS);
+    }
+    return moved;
+  }
+
+  prepareSleep(): boolean {
+    this.q.setConsumerWaiting(true);
+    if (this.q.isEmpty()) return false;
+    // A frame is waiting for buffers: ask the guest to notify us when it posts more.
+    this.ring.finalCheckForRequests();
+    return this.ring.unconsumedRequests() >= Math.max(1, this.needSlots);
+  }
+
+  woke(): void {
+    this.q.setConsumerWaiting(false);
+    this.needSlots = 0;
+  }
+}

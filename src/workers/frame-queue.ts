@@ -1,0 +1,188 @@
+/**
+ * A single-producer, single-consumer queue of frames in a SharedArrayBuffer: how frames cross
+ * between the main thread and a ring worker without postMessage (which copies, allocates and
+ * wakes an event loop per message).
+ *
+ * Records are 8-byte aligned: a header {len u32, meta u32} and the bytes. A record never wraps;
+ * when it does not fit before the end, a skip marker sends the consumer back to the start.
+ * Positions are free-running u32 byte counts, so full and empty are told apart without a
+ * spare slot. Who wakes whom is the caller's business: each side raises a "waiting" flag
+ * before it sleeps, and the other side wakes it only when the flag is up, so a busy queue
+ * costs no wake-up at all.
+ */
+
+const PROD = 0; // bytes produced (u32, free-running)
+const CONS = 1; // bytes consumed
+const PRODUCER_WAITING = 2; // the producer sleeps until space frees
+const CONSUMER_WAITING = 3; // the consumer sleeps until a record arrives
+const CLOSED = 4; // either side gave up: no more records
+const HEADER_WORDS = 16; // a cache line apart from the data
+
+const RECORD_HEADER = 8;
+const SKIP = 0xffffffff;
+
+export interface FrameQueueState {
+  buffer: SharedArrayBuffer;
+  capacity: number;
+}
+
+export function createFrameQueueState(capacity: number): FrameQueueState {
+  if (!Number.isInteger(Math.log2(capacity)) || capacity < 4096) {
+    throw new RangeError(`frame queue capacity must be a power of two >= 4096, got ${capacity}`);
+  }
+  return { buffer: new SharedArrayBuffer(HEADER_WORDS * 4 + capacity), capacity };
+}
+
+function align8(n: number): number {
+  return (n + 7) & ~7;
+}
+
+export class FrameQueue {
+  readonly ctl: Int32Array;
+  readonly data: Uint8Array;
+  private readonly dv: DataView;
+  readonly capacity: number;
+  private readonly mask: number;
+  /** The largest record that can always be queued once the queue drains. */
+  readonly maxRecord: number;
+
+  constructor(readonly state: FrameQueueState) {
+    this.capacity = state.capacity;
+    this.mask = state.capacity - 1;
+    this.ctl = new Int32Array(state.buffer, 0, HEADER_WORDS);
+    this.data = new Uint8Array(state.buffer, HEADER_WORDS * 4, state.capacity);
+    this.dv = new DataView(state.buffer, HEADER_WORDS * 4, state.capacity);
+    this.maxRecord = state.capacity / 2 - RECORD_HEADER;
+  }
+
+  // ---- producer side ----
+
+  /**
+   * Reserve room for a record of `len` bytes; returns the data offset to write at, or -1 when
+   * the queue is full (the producer then waits for space). Finish with `commit`.
+   */
+  reserve(len: number): number {
+    if (len > this.maxRecord) throw new RangeError(`record of ${len} bytes exceeds the queue's ${this.maxRecord}`);
+    const prod = Atomics.load(this.ctl, PROD) >>> 0;
+    const cons = Atomics.load(this.ctl, CONS) >>> 0;
+    const used = (prod - cons) >>> 0;
+    const need = RECORD_HEADER + align8(len);
+    const at = prod & this.mask;
+    const tail = this.capacity - at;
+    if (tail < need) {
+      // Skip to the start: needs the tail plus the record.
+      if (used + tail + need > this.capacity) return -1;
+      if (tail >= 4) this.dv.setUint32(at, SKIP, true);
+      Atomics.store(this.ctl, PROD, (prod + tail) | 0);
+      return RECORD_HEADER;
+    }
+    if (used + need > this.capacity) return -1;
+    return at + RECORD_HEADER;
+  }
+
+  /** Whether a record of `len` bytes would fit now (no side effects). */
+  hasRoom(len: number): boolean {
+    const prod = Atomics.load(this.ctl, PROD) >>> 0;
+    const used = (prod - (Atomics.load(this.ctl, CONS) >>> 0)) >>> 0;
+    const need = RECORD_HEADER + align8(len);
+    const tail = this.capacity - (prod & this.mask);
+    return used + need + (tail < need ? tail : 0) <= this.capacity;
+  }
+
+  /** Publish the record reserved at `offset` (as returned by reserve). */
+  commit(offset: number, len: number, meta: number): void {
+    const at = offset - RECORD_HEADER;
+    this.dv.setUint32(at, len, true);
+    this.dv.setUint32(at + 4, meta, true);
+    const prod = Atomics.load(this.ctl, PROD);
+    Atomics.store(this.ctl, PROD, (prod + RECORD_HEADER + align8(len)) | 0);
+  }
+
+  /** Copy-in convenience: false when full. */
+  push(bytes: Uint8Array, meta = 0): boolean {
+    const off = this.reserve(bytes.byteLength);
+    if (off < 0) return false;
+    this.data.set(bytes, off);
+    this.commit(off, bytes.byteLength, meta);
+    return true;
+  }
+
+  // ---- consumer side ----
+
+  /**
+   * The next record's data offset, or -1 when empty. `recordLength(off)` and `recordMeta(off)`
+   * read its header; `release(off)` gives the space back.
+   */
+  peek(): number {
+    for (;;) {
+      const prod = Atomics.load(this.ctl, PROD) >>> 0;
+      const cons = Atomics.load(this.ctl, CONS) >>> 0;
+      if (prod === cons) return -1;
+      const at = cons & this.mask;
+      const tail = this.capacity - at;
+      if (tail < RECORD_HEADER || this.dv.getUint32(at, true) === SKIP) {
+        Atomics.store(this.ctl, CONS, (cons + tail) | 0);
+        continue;
+      }
+      return at + RECORD_HEADER;
+    }
+  }
+
+  recordLength(offset: number): number {
+    return this.dv.getUint32(offset - RECORD_HEADER, true);
+  }
+
+  recordMeta(offset: number): number {
+    return this.dv.getUint32(offset - RECORD_HEADER + 4, true);
+  }
+
+  release(offset: number): void {
+    const len = this.recordLength(offset);
+    const cons = Atomics.load(this.ctl, CONS);
+    Atomics.store(this.ctl, CONS, (cons + RECORD_HEADER + align8(len)) | 0);
+  }
+
+  isEmpty(): boolean {
+    return Atomics.load(this.ctl, PROD) === Atomics.load(this.ctl, CONS);
+  }
+
+  /** Bytes queued (headers included). */
+  usedBytes(): number {
+    return (Atomics.load(this.ctl, PROD) - Atomics.load(this.ctl, CONS)) >>> 0;
+  }
+
+  // ---- sleeping and waking ----
+
+  /** Raise the flag before the last check and the sleep; the other side wakes us if it is up. */
+  setConsumerWaiting(on: boolean): void {
+    Atomics.store(this.ctl, CONSUMER_WAITING, on ? 1 : 0);
+  }
+  consumerWaiting(): boolean {
+    return Atomics.load(this.ctl, CONSUMER_WAITING) === 1;
+  }
+  setProducerWaiting(on: boolean): void {
+    Atomics.store(this.ctl, PRODUCER_WAITING, on ? 1 : 0);
+  }
+  producerWaiting(): boolean {
+    return Atomics.load(this.ctl, PRODUCER_WAITING) === 1;
+  }
+
+  /** The words to sleep on with Atomics.wait/waitAsync: PROD for a consumer, CONS for a producer. */
+  static readonly PROD = PROD;
+  static readonly CONS = CONS;
+
+  /** Wake a sleeper on PROD (consumer) or CONS (producer). */
+  wake(word: typeof PROD | typeof CONS): void {
+    Atomics.notify(this.ctl, word);
+  }
+
+  close(): void {
+    Atomics.store(this.ctl, CLOSED, 1);
+    Atomics.notify(this.ctl, PROD);
+    Atomics.notify(this.ctl, CONS);
+  }
+
+  get closed(): boolean {
+    return Atomics.load(this.ctl, CLOSED) === 1;
+  }
+}

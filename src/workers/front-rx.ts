@@ -1,0 +1,135 @@
+/**
+ * The front end's RX ring: one page per ring slot, granted writable to the back end once and
+ * posted with the slot's index as its id. A response sits in the slot of the request whose
+ * page it filled (Linux netfront's rule), so the slot says which page to read and which
+ * buffer to post again; an id that does not match its slot is the back end's error.
+ * Received frames are copied to the main thread's queue; when it is full we stop consuming
+ * and the back end waits: nothing is dropped on our side.
+ */
+import {
+  DEFAULT_RX_LIMITS,
+  FrontRing,
+  ProtocolError,
+  RX_REQUEST_SIZE,
+  encodeRxRequest,
+  isRxParseError,
+  parseRxPacket,
+  type RxLimits,
+  type RxRequest,
+} from "../protocol/index.ts";
+import { pageViews } from "../platform/types.ts";
+import { Control, Counter } from "./control.ts";
+import { FrameQueue } from "./frame-queue.ts";
+import type { PeerNotifier, RingRole, RingWorkerInit } from "./role.ts";
+
+export class FrontRx implements RingRole {
+  private readonly ring: FrontRing;
+  private readonly pages: Uint8Array[];
+  private readonly refs: number[];
+  private readonly limits: RxLimits;
+  private readonly req: RxRequest = { id: 0, gref: 0 };
+  /** Size of the frame waiting for queue space, or -1. */
+  private blockedOn = -1;
+
+  constructor(
+    init: RingWorkerInit,
+    private readonly q: FrameQueue,
+    private readonly ctl: Control,
+    private readonly kick: PeerNotifier,
+    private readonly onError: (e: ProtocolError) => void,
+  ) {
+    if (init.data === null) throw new Error("front-rx needs data pages");
+    this.ring = new FrontRing(pageViews(init.ring)[0]!, RX_REQUEST_SIZE);
+    this.pages = pageViews(init.data.pages);
+    this.refs = init.data.refs;
+    if (this.pages.length !== this.ring.size) throw new Error(`front-rx needs one page per slot (${this.ring.size})`);
+    this.limits = { ...DEFAULT_RX_LIMITS, maxPacketSize: Math.min(init.maxFrame, q.maxRecord) };
+    this.ring.init();
+    for (let i = 0; i < this.ring.size; i++) this.post();
+    if (this.ring.pushRequests()) this.kick.notify();
+  }
+
+  /** Post the buffer of the slot the next request lands in. */
+  private post(): void {
+    const r = this.ring;
+    const slot = r.reqProdPvt & r.mask;
+    this.req.id = slot;
+    this.req.gref = this.refs[slot]!;
+    encodeRxRequest(r.view, r.slotOffset(r.reqProdPvt), this.req);
+    r.reqProdPvt = (r.reqProdPvt + 1) >>> 0;
+  }
+
+  /** Consume `n` response slots and post their buffers again. */
+  private consume(n: number): void {
+    this.ring.rspCons = (this.ring.rspCons + n) >>> 0;
+    for (let i = 0; i < n; i++) this.post();
+  }
+
+  poll(): boolean {
+    const r = this.ring;
+    const q = this.q;
+    let avail = r.unconsumedResponses();
+    if (avail === 0) return false;
+    let moved = false;
+    while (avail > 0) {
+      const start = r.rspCons;
+      const p = parseRxPacket(r, start, avail, this.limits);
+      if (isRxParseError(p)) {
+        this.drop(p.error);
+        this.consume(p.slots);
+        avail -= p.slots;
+        moved = true;
+        continue;
+      }
+      const badId = p.frags.find((f) => f.id !== ((start + f.slot) & r.mask));
+      if (badId !== undefined) {
+        this.drop(new ProtocolError("BAD_ID", `rx_response[${badId.slot}].id`, badId.id, `the buffer in this slot was posted as id ${(start + badId.slot) & r.mask}`));
+        this.consume(p.slots);
+        avail -= p.slots;
+        moved = true;
+        continue;
+      }
+      const off = q.reserve(p.size);
+      if (off < 0) {
+        this.blockedOn = p.size;
+        break;
+      }
+      let pos = off;
+      for (const f of p.frags) {
+        const page = this.pages[(start + f.slot) & r.mask]!;
+        q.data.set(page.subarray(f.offset, f.offset + f.size), pos);
+        pos += f.size;
+      }
+      q.commit(off, p.size, p.flags);
+      if (p.extras.length > 0) this.ctl.add(Counter.extras, 1);
+      this.ctl.add(Counter.packets, 1);
+      this.ctl.add(Counter.bytes, p.size);
+      this.consume(p.slots);
+      avail -= p.slots;
+      moved = true;
+    }
+    if (r.pushRequests()) this.kick.notify();
+    if (q.consumerWaiting()) q.wake(FrameQueue.PROD);
+    return moved;
+  }
+
+  private drop(e: ProtocolError): void {
+    this.ctl.add(Counter.drops, 1);
+    this.ctl.add(Counter.errors, 1);
+    this.onError(e);
+  }
+
+  prepareSleep(): boolean {
+    if (this.blockedOn >= 0) {
+      // Waiting for the main thread to make room; it kicks us when it does.
+      this.q.setProducerWaiting(true);
+      return this.q.hasRoom(this.blockedOn);
+    }
+    return this.ring.finalCheckForResponses();
+  }
+
+  woke(): void {
+    this.q.setProducerWaiting(false);
+    this.blockedOn = -1;
+  }
+}

@@ -1,0 +1,144 @@
+/**
+ * The front end's TX ring: frames from the main thread go into pre-shared pages (one per ring
+ * slot, granted read-only to the back end once, reused for ever) and out as netif_tx_requests.
+ * A page's index is the request id, so a response names the page it frees; an id that is not
+ * in flight is the back end's error, counted and ignored.
+ */
+import {
+  FrontRing,
+  GRANT_PAGE_SIZE,
+  NETIF_RSP,
+  NETTXF,
+  ProtocolError,
+  TX_REQUEST_SIZE,
+  checkTxStatus,
+  decodeTxResponse,
+  encodeTxRequest,
+  type TxRequest,
+  type TxResponse,
+} from "../protocol/index.ts";
+import { pageViews } from "../platform/types.ts";
+import { Control, Counter } from "./control.ts";
+import { FrameQueue } from "./frame-queue.ts";
+import type { PeerNotifier, RingRole, RingWorkerInit } from "./role.ts";
+
+export class FrontTx implements RingRole {
+  private readonly ring: FrontRing;
+  private readonly pages: Uint8Array[];
+  private readonly refs: number[];
+  /** Free page indices (a stack) and which pages are in flight. */
+  private readonly free: number[];
+  /** Per page: 0 free, 1 in flight, 2 in flight as the first page of its packet. */
+  private readonly inFlight: Uint8Array;
+  private readonly req: TxRequest = { gref: 0, offset: 0, flags: 0, id: 0, size: 0 };
+  private readonly rsp: TxResponse = { id: 0, status: 0 };
+
+  constructor(
+    init: RingWorkerInit,
+    private readonly q: FrameQueue,
+    private readonly ctl: Control,
+    private readonly kick: PeerNotifier,
+    private readonly onError: (e: ProtocolError) => void,
+  ) {
+    if (init.data === null) throw new Error("front-tx needs data pages");
+    this.ring = new FrontRing(pageViews(init.ring)[0]!, TX_REQUEST_SIZE);
+    this.pages = pageViews(init.data.pages);
+    this.refs = init.data.refs;
+    // Every request holds one page, so with no more pages than slots the ring never overflows.
+    if (this.pages.length > this.ring.size) throw new Error("more TX pages than ring slots");
+    this.free = this.pages.map((_, i) => this.pages.length - 1 - i);
+    this.inFlight = new Uint8Array(this.pages.length);
+    this.ring.init();
+  }
+
+  poll(): boolean {
+    let moved = this.collectResponses();
+    if (this.ctl.peerConnected) moved = this.sendQueued() || moved;
+    if (moved) this.ctl.setBacklog(this.pages.length - this.free.length);
+    return moved;
+  }
+
+  private collectResponses(): boolean {
+    const r = this.ring;
+    let n = r.unconsumedResponses();
+    if (n === 0) return false;
+    while (n-- > 0) {
+      decodeTxResponse(r.view, r.slotOffset(r.rspCons), this.rsp);
+      r.rspCons = (r.rspCons + 1) >>> 0;
+      const { id, status } = this.rsp;
+      if (status === NETIF_RSP.null) continue; // the answer to an extra-info slot
+      if (id >= this.inFlight.length || this.inFlight[id] === 0) {
+        this.ctl.add(Counter.errors, 1);
+        this.onError(new ProtocolError("BAD_ID", "tx_response.id", id, "no request with this id is in flight"));
+        continue;
+      }
+      const head = this.inFlight[id] === 2;
+      this.inFlight[id] = 0;
+      this.free.push(id);
+      const bad = checkTxStatus(status);
+      if (bad !== null) {
+        this.ctl.add(Counter.errors, 1);
+        this.onError(bad);
+      } else if (status !== NETIF_RSP.okay && head) {
+        // Every slot of a dropped packet says so; count the packet once, by its first page.
+        this.ctl.add(Counter.drops, 1);
+      }
+    }
+    return true;
+  }
+
+  /** The next queued frame has the pages it needs. */
+  private headFits(): boolean {
+    const off = this.q.peek();
+    return off >= 0 && this.free.length >= Math.max(1, Math.ceil(this.q.recordLength(off) / GRANT_PAGE_SIZE));
+  }
+
+  /** Move whole frames from the queue onto the ring while pages last. */
+  private sendQueued(): boolean {
+    const q = this.q;
+    const r = this.ring;
+    let sent = 0;
+    for (;;) {
+      const off = q.peek();
+      if (off < 0) break;
+      const len = q.recordLength(off);
+      const slots = Math.max(1, Math.ceil(len / GRANT_PAGE_SIZE));
+      if (this.free.length < slots) break;
+      const csum = q.recordMeta(off) & (NETTXF.csumBlank | NETTXF.dataValidated);
+      for (let i = 0, pos = 0; i < slots; i++, pos += GRANT_PAGE_SIZE) {
+        const page = this.free.pop()!;
+        const chunk = Math.min(GRANT_PAGE_SIZE, len - pos);
+        this.pages[page]!.set(q.data.subarray(off + pos, off + pos + chunk));
+        this.inFlight[page] = i === 0 ? 2 : 1;
+        const req = this.req;
+        req.gref = this.refs[page]!;
+        req.offset = 0;
+        req.id = page;
+        // The first request carries the whole size, later ones their own.
+        req.size = i === 0 ? len : chunk;
+        req.flags = (i === 0 ? csum : 0) | (i < slots - 1 ? NETTXF.moreData : 0);
+        encodeTxRequest(r.view, r.slotOffset(r.reqProdPvt), req);
+        r.reqProdPvt = (r.reqProdPvt + 1) >>> 0;
+      }
+      q.release(off);
+      this.ctl.add(Counter.packets, 1);
+      this.ctl.add(Counter.bytes, len);
+      sent++;
+    }
+    if (sent === 0) return false;
+    if (r.pushRequests()) this.kick.notify();
+    if (q.producerWaiting()) q.wake(FrameQueue.CONS);
+    return true;
+  }
+
+  prepareSleep(): boolean {
+    this.q.setConsumerWaiting(true);
+    // Responses matter only while requests are out; the queue matters only while we can send.
+    const responses = this.ring.finalCheckForResponses();
+    return responses || (this.ctl.peerConnected && this.headFits());
+  }
+
+  woke(): void {
+    this.q.setConsumerWaiting(false);
+  }
+}

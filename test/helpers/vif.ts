@@ -1,0 +1,33 @@
+/** A simulated machine with one guest and one vif: the setup every device test starts from. */
+import pino from "pino";
+import { createVif } from "../../src/main/xenbus/toolstack.ts";
+import { Netback, Netfront, SimHypervisor } from "../../src/main/index.ts";
+
+export const silent = pino({ level: "silent" });
+export const GUEST_MAC = "00:16:3e:00:00:01";
+
+export async function simVif(opts: { devid?: number; sim?: Parameters<typeof SimHypervisor.create>[0] } = {}) {
+  const hv = SimHypervisor.create({ pages: 4096, ...opts.sim });
+  const guest = hv.createDomain();
+  const devid = opts.devid ?? 0;
+  const dom0 = hv.platform(0);
+  const paths = await createVif(dom0.xenstore, { frontDomid: guest, backDomid: 0, devid, mac: GUEST_MAC });
+  const frontPlatform = hv.platform(guest);
+  const backPlatform = hv.platform(0);
+  return {
+    hv,
+    guest,
+    devid,
+    paths,
+    dom0,
+    frontPlatform,
+    backPlatform,
+    serve: (o: { timeoutMs?: number } = {}) => Netback.serve({ platform: backPlatform, frontendDomid: guest, devid, logger: silent, ...o }),
+    connect: (o: { timeoutMs?: number; awaitBackend?: boolean } = {}) => Netfront.connect({ platform: frontPlatform, devid, logger: silent, ...o }),
+    /** Both ends connected, backend offered first. */
+    async pair() {
+      const [back, front] = await Promise.all([this.serve(), this.connect()]);
+      return { back, front };
+    },
+  };
+}
