@@ -444,3 +444,24 @@ describe("overflow guards", () => {
     expect(catchError(() => front.unconsumedResponses())).toMatchObject({ code: "RING_OVERFLOW", field: "rsp_prod", value: 0xfffffffd });
   });
 });
+
+describe("finalCheckForRequestsAtLeast (a back end waiting for several buffers)", () => {
+  test("arms req_event at req_cons + count, so the request that completes the count notifies", () => {
+    const buf = new Uint8Array(new SharedArrayBuffer(4096));
+    const front = new FrontRing(buf, 8);
+    const back = new BackRing(buf, 8);
+    front.init();
+    back.attach();
+    const pushOne = () => {
+      front.reqProdPvt = (front.reqProdPvt + 1) >>> 0;
+      return front.pushRequests();
+    };
+    expect(back.finalCheckForRequestsAtLeast(3)).toBe(false);
+    expect(new DataView(buf.buffer).getUint32(4, true)).toBe(3); // req_event = 0 + 3
+    expect(pushOne()).toBe(false);
+    expect(back.finalCheckForRequestsAtLeast(3)).toBe(false);
+    expect(pushOne()).toBe(false);
+    expect(pushOne()).toBe(true); // the third request reaches req_event
+    expect(back.finalCheckForRequestsAtLeast(3)).toBe(true);
+  });
+});

@@ -97,7 +97,8 @@ export abstract class NetDevice {
 
   /**
    * Send a frame of exactly `len` bytes written in place by `fill`, which gets a zeroed view
-   * valid only during the call: no intermediate buffer.
+   * valid only during the call (straight into the send queue, or a copy when it is full) and
+   * runs before writeWith returns.
    */
   writeWith(len: number, fill: (buf: Uint8Array) => void, opts?: WriteOptions): Promise<void> {
     if (typeof fill !== "function") return Promise.reject(new NetError("BAD_ARGUMENT", "writeWith takes a fill callback"));

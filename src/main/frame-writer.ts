@@ -35,13 +35,24 @@ export class FrameWriter {
     }
   }
 
-  /** Queue a frame of `len` bytes that `fill` writes into the view it is given. */
+  /**
+   * Queue a frame of `len` bytes that `fill` writes at `offset` of the array it is given. `fill`
+   * runs before this returns: into the queue, or into a copy when the queue is full.
+   */
   write(len: number, meta: number, fill: (dst: Uint8Array, offset: number) => void): Promise<void> {
     const closed = this.opts.closed();
     if (closed !== null) return Promise.reject(closed);
-    this.check(len);
-    if (this.tail === null && this.tryWrite(len, meta, fill)) return Promise.resolve();
-    const run = (this.tail ?? Promise.resolve()).then(() => this.waitAndWrite(len, meta, fill));
+    try {
+      this.check(len);
+      if (this.tail === null && this.tryWrite(len, meta, fill)) return Promise.resolve();
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    // It has to wait: take the bytes now, so the caller may reuse its buffer at once.
+    const copy = new Uint8Array(len);
+    fill(copy, 0);
+    const later = (dst: Uint8Array, off: number) => dst.set(copy, off);
+    const run = (this.tail ?? Promise.resolve()).then(() => this.waitAndWrite(len, meta, later));
     const tail = run.catch(() => {});
     this.tail = tail;
     void tail.then(() => {

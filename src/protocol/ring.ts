@@ -203,6 +203,18 @@ export class BackRing extends RingHalf {
     return u32sub(newProd, event) < u32sub(newProd, oldProd);
   }
 
+  /**
+   * Sleep until `count` requests are unconsumed (a packet needing that many buffers): arm
+   * req_event at req_cons + count, then look again. With the plain final check a back end
+   * woken by the first new request would sleep again with req_event already behind, and
+   * never hear of the rest. True when enough are there already.
+   */
+  finalCheckForRequestsAtLeast(count: number): boolean {
+    if (this.unconsumedRequests() >= count) return true;
+    Atomics.store(this.hdr, REQ_EVENT, (this.reqCons + count) >>> 0);
+    return this.unconsumedRequests() >= count;
+  }
+
   /** RING_FINAL_CHECK_FOR_REQUESTS: arm req_event, then look once more before sleeping. */
   finalCheckForRequests(): boolean {
     if (this.unconsumedRequests() > 0) return true;

@@ -108,9 +108,8 @@ export class BackRx implements RingRole {
   prepareSleep(): boolean {
     this.q.setConsumerWaiting(true);
     if (this.q.isEmpty()) return false;
-    // A frame is waiting for buffers: ask the guest to notify us when it posts more.
-    this.ring.finalCheckForRequests();
-    return this.ring.unconsumedRequests() >= Math.max(1, this.needSlots);
+    // A frame is waiting for buffers: ask the guest to notify us once it has posted enough.
+    return this.ring.finalCheckForRequestsAtLeast(Math.max(1, this.needSlots));
   }
 
   woke(): void {

@@ -1,0 +1,218 @@
+/** The device API: sizes, gather writes, in-place writes, iteration, flags, stats, backpressure, logging. */
+import { describe, expect, test } from "bun:test";
+import pino from "pino";
+import { Writable } from "node:stream";
+import { NetError } from "../src/main/index.ts";
+import { simVif } from "./helpers/vif.ts";
+
+async function until(cond: () => boolean, ms = 5000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error("condition not met in time");
+    await Bun.sleep(2);
+  }
+}
+
+async function withPair(fn: (p: Awaited<ReturnType<Awaited<ReturnType<typeof simVif>>["pair"]>>) => Promise<void>): Promise<void> {
+  const vif = await simVif();
+  const pair = await vif.pair();
+  try {
+    await fn(pair);
+  } finally {
+    await pair.front.disconnect();
+    await pair.back.disconnect();
+    vif.frontPlatform.close();
+    vif.backPlatform.close();
+    vif.dom0.close();
+  }
+  expect(vif.hv.leaks()).toEqual([]);
+}
+
+describe("device API", () => {
+  test("sizes: typed errors below 14 bytes and above the direction's limit; the limits themselves pass", async () => {
+    await withPair(async ({ front, back }) => {
+      const err = async (p: Promise<void>) => p.then(() => "no error", (e: unknown) => (e instanceof NetError ? e.code : String(e)));
+      expect(await err(front.write(new Uint8Array(13)))).toBe("FRAME_TOO_SHORT");
+      expect(await err(front.write(new Uint8Array(65536)))).toBe("FRAME_TOO_LONG");
+      expect(await err(back.write(new Uint8Array(65550)))).toBe("FRAME_TOO_LONG");
+      expect(await err(front.writeWith(-1, () => {}))).toBe("FRAME_TOO_SHORT");
+      expect(await err(front.write("abc" as unknown as Uint8Array))).toBe("BAD_ARGUMENT");
+      expect(await err(front.writev([new Uint8Array(10), 5 as unknown as Uint8Array]))).toBe("BAD_ARGUMENT");
+      const sizes: number[] = [];
+      back.listen((f) => sizes.push(f.length));
+      const fsizes: number[] = [];
+      front.listen((f) => fsizes.push(f.length));
+      await front.write(new Uint8Array(14));
+      await front.write(new Uint8Array(65535));
+      await back.write(new Uint8Array(65549)); // 64 KiB payload + header: 17 RX slots
+      await until(() => sizes.length === 2 && fsizes.length === 1);
+      expect(sizes).toEqual([14, 65535]);
+      expect(fsizes).toEqual([65549]);
+      expect(front.stats().txDrops + back.stats().rxDrops).toBe(0);
+    });
+  });
+
+  test("writev gathers parts; writeWith hands a zeroed view of exactly the size asked", async () => {
+    await withPair(async ({ front, back }) => {
+      const got: Uint8Array[] = [];
+      back.listen((f) => got.push(f.slice()));
+      // Dirty the queue memory first, so zeroing is observable.
+      await front.write(new Uint8Array(5000).fill(0xee));
+      await front.writev([Uint8Array.of(1, 2, 3), new Uint8Array(0), new Uint8Array(4096).fill(4), Uint8Array.of(5)]);
+      let seen = -1;
+      let allZero = false;
+      await front.writeWith(3000, (b) => {
+        seen = b.length;
+        allZero = b.every((x) => x === 0);
+        b[0] = 0xaa;
+        b[2999] = 0xbb;
+      });
+      await until(() => got.length === 3);
+      expect(got[1]!.length).toBe(4100);
+      expect([...got[1]!.subarray(0, 4)]).toEqual([1, 2, 3, 4]);
+      expect(got[1]![4099]).toBe(5);
+      expect([seen, allZero]).toEqual([3000, true]);
+      expect([got[2]!.length, got[2]![0], got[2]![1], got[2]![2999]]).toEqual([3000, 0xaa, 0, 0xbb]);
+    });
+  });
+
+  test("frames(): an async iterator of copies, in order, ending at disconnect", async () => {
+    const vif = await simVif();
+    const { front, back } = await vif.pair();
+    const it = front.frames();
+    for (let i = 0; i < 50; i++) await back.write(new Uint8Array(100).fill(i));
+    const seen: number[] = [];
+    for await (const f of it) {
+      seen.push(f[0]!);
+      if (seen.length === 50) break;
+    }
+    expect(seen).toEqual(Array.from({ length: 50 }, (_, i) => i));
+    const ended = (async () => {
+      const rest: Uint8Array[] = [];
+      for await (const f of front) rest.push(f);
+      return rest.length;
+    })();
+    await back.write(new Uint8Array(60));
+    await until(() => front.stats().rxPackets === 51);
+    await front.disconnect();
+    await back.disconnect();
+    expect(await ended).toBe(1);
+    expect(vif.hv.leaks()).toEqual([]);
+    vif.frontPlatform.close();
+    vif.backPlatform.close();
+    vif.dom0.close();
+  });
+
+  test("checksum flags cross in both directions and are exposed to the receiver", async () => {
+    await withPair(async ({ front, back }) => {
+      const atBack: unknown[] = [];
+      const atFront: unknown[] = [];
+      back.listen((_, info) => atBack.push(info));
+      front.listen((_, info) => atFront.push(info));
+      await front.write(new Uint8Array(60), { csumBlank: true });
+      await front.write(new Uint8Array(60), { dataValidated: true });
+      await front.write(new Uint8Array(5000), { csumBlank: true, dataValidated: true });
+      await back.write(new Uint8Array(60), { dataValidated: true });
+      await back.write(new Uint8Array(9000), { csumBlank: true });
+      await back.write(new Uint8Array(60));
+      await until(() => atBack.length === 3 && atFront.length === 3);
+      expect(atBack).toEqual([
+        { csumBlank: true, dataValidated: false },
+        { csumBlank: false, dataValidated: true },
+        { csumBlank: true, dataValidated: true },
+      ]);
+      expect(atFront).toEqual([
+        { csumBlank: false, dataValidated: true },
+        { csumBlank: true, dataValidated: false },
+        { csumBlank: false, dataValidated: false },
+      ]);
+    });
+  });
+
+  test("resetStats starts the counters again from zero", async () => {
+    await withPair(async ({ front, back }) => {
+      let n = 0;
+      back.listen(() => n++);
+      await front.write(new Uint8Array(100));
+      await until(() => n === 1);
+      expect(front.stats().txPackets).toBe(1);
+      front.resetStats();
+      back.resetStats();
+      expect(front.stats().txPackets).toBe(0);
+      expect(back.stats().rxBytes).toBe(0);
+      await front.write(new Uint8Array(200));
+      await until(() => n === 2);
+      expect(front.stats()).toMatchObject({ txPackets: 1, txBytes: 200 });
+      expect(back.stats()).toMatchObject({ rxPackets: 1, rxBytes: 200 });
+    });
+  });
+
+  test("backpressure: with nobody receiving, writes wait without spinning the main thread; nothing is lost", async () => {
+    await withPair(async ({ front, back }) => {
+      const frame = new Uint8Array(8192);
+      let done = 0;
+      let pending: Promise<void>[] = [];
+      // 4 MiB queues on both sides plus 256 pages in flight hold ~1000 such frames.
+      for (let i = 0; i < 3000; i++) pending.push(front.write(frame.fill(i & 0xff, 0, 1)).then(() => void done++));
+      await Bun.sleep(200);
+      expect(done).toBeGreaterThan(0);
+      expect(done).toBeLessThan(3000);
+      // The main thread stays free while writes wait: timers keep firing.
+      let ticks = 0;
+      const t = setInterval(() => ticks++, 5);
+      await Bun.sleep(200);
+      clearInterval(t);
+      expect(ticks).toBeGreaterThan(10);
+      const firstBytes: number[] = [];
+      back.listen((f) => firstBytes.push(f[0]!));
+      await Promise.all(pending);
+      pending = [];
+      await until(() => firstBytes.length === 3000);
+      expect(firstBytes).toEqual(Array.from({ length: 3000 }, (_, i) => i & 0xff));
+    });
+  });
+
+  test("a listener that throws is logged; other listeners and later frames still get through", async () => {
+    await withPair(async ({ front, back }) => {
+      let good = 0;
+      back.listen(() => {
+        throw new Error("listener bug");
+      });
+      back.listen(() => good++);
+      for (let i = 0; i < 5; i++) await front.write(new Uint8Array(60));
+      await until(() => good === 5);
+      expect(back.stats().rxPackets).toBe(5);
+    });
+  });
+
+  test("logging: connection events and errors, never a line per frame", async () => {
+    const lines: { msg: string; level: number }[] = [];
+    const sink = new Writable({
+      write(chunk, _enc, cb) {
+        for (const l of String(chunk).split("\n")) if (l) lines.push(JSON.parse(l));
+        cb();
+      },
+    });
+    const logger = pino({ level: "info" }, sink);
+    const vif = await simVif();
+    const { Netback, Netfront } = await import("../src/main/index.ts");
+    const [back, front] = await Promise.all([
+      Netback.serve({ platform: vif.backPlatform, frontendDomid: vif.guest, logger }),
+      Netfront.connect({ platform: vif.frontPlatform, logger }),
+    ]);
+    let n = 0;
+    back.listen(() => n++);
+    for (let i = 0; i < 200; i++) await front.write(new Uint8Array(60));
+    await until(() => n === 200);
+    await front.disconnect();
+    await back.disconnect();
+    await Bun.sleep(10);
+    const msgs = lines.map((l) => l.msg);
+    expect(msgs.filter((m) => m === "connected").length).toBe(2);
+    expect(msgs.filter((m) => m === "disconnected").length).toBe(2);
+    expect(lines.length).toBeLessThan(20);
+    vif.frontPlatform.close();
+    vif.backPlatform.close();
+    vif.dom0.close();
+  });
+});
