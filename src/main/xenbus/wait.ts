@@ -1,12 +1,12 @@
 /**
- * Reading and waiting on xenstore for the handshake.
+ * Reading and waiting on xenstore for the handshake, plus the close sequence both ends share.
  *
- * Waits use watches, bounded. Every wait registers one watch, re-reads on every
- * event (an event carries no news, only "look again"; spurious ones are normal) and ends on
- * the first of: the condition holds, the timeout, the AbortSignal, an error. The watch is gone
- * when the promise settles, whichever way it settles.
+ * Every wait registers one watch, re-reads on every event (an event carries no news, only
+ * "look again"; spurious ones are normal) and ends on the first of: the condition holds, the
+ * timeout, the AbortSignal, an error. The watch is gone when the promise settles, whichever
+ * way it settles. No polling.
  */
-import type { XenStore, XsTransaction, XsWatch } from "../../platform/types.ts";
+import { PlatformError, type XenStore, type XsTransaction, type XsWatch } from "../../platform/types.ts";
 import { parseMac, parseUint, parseXenbusState, XenbusState } from "../../protocol/xenbus.ts";
 import { asHandshakeError, HandshakeError } from "./errors.ts";
 
@@ -95,12 +95,12 @@ export function serialized(fn: () => Promise<void>): () => void {
  * xenstore sends on registration, gives the initial check. `what` describes the wait for the
  * TIMEOUT message.
  */
-export function waitUntil<T>(xs: XenStore, watchPath: string, check: () => Promise<Found<T>>, opts: WaitOptions, what: string): Promise<T> {
+export async function waitUntil<T>(xs: XenStore, watchPath: string, check: () => Promise<Found<T>>, opts: WaitOptions, what: string): Promise<T> {
   const deadline = new Deadline(opts);
   const { signal } = deadline;
-  if (signal?.aborted) return Promise.reject(aborted(watchPath, signal));
+  if (signal?.aborted) throw aborted(watchPath, signal);
   const timeoutMs = deadline.remaining();
-  return new Promise<T>((resolve, reject) => {
+  return await new Promise<T>((resolve, reject) => {
     let settled = false;
     let watch: XsWatch | null = null;
     const settle = (fn: () => void) => {
@@ -156,12 +156,20 @@ export function waitForValue(xs: XenStore, path: string, accept: (v: string | nu
 }
 
 /**
- * Read a `state` node; missing reads as Unknown. A value that is not a state fails at once with
- * BAD_STATE: a peer that writes garbage there is broken, and waiting would only turn that into
- * a TIMEOUT that hides the cause.
+ * Read a `state` node; missing reads as Unknown, and so does EACCES, as in Linux's
+ * xenbus_read_driver_state: once the toolstack removes the peer's directory, the node sits under
+ * a parent we may not read, and xenstored answers EACCES rather than reveal whether it exists.
+ * A value that is not a state fails at once with BAD_STATE: a peer that writes garbage there is
+ * broken, and waiting would only turn that into a TIMEOUT that hides the cause.
  */
 export async function readState(xs: XenStore, statePath: string): Promise<XenbusState> {
-  const v = await read(xs, statePath);
+  let v: string | null;
+  try {
+    v = await xs.read(statePath);
+  } catch (e) {
+    if (e instanceof PlatformError && e.code === "EACCES") return XenbusState.Unknown;
+    throw asHandshakeError(e, statePath);
+  }
   const s = parseXenbusState(v, statePath);
   if (typeof s !== "number") throw HandshakeError.fromProtocol(s, statePath, v);
   return s;
