@@ -117,14 +117,14 @@ describe("device API", () => {
       await back.write(new Uint8Array(60));
       await until(() => atBack.length === 3 && atFront.length === 3);
       expect(atBack).toEqual([
-        { csumBlank: true, dataValidated: false },
-        { csumBlank: false, dataValidated: true },
-        { csumBlank: true, dataValidated: true },
+        { csumBlank: true, dataValidated: false, gso: null },
+        { csumBlank: false, dataValidated: true, gso: null },
+        { csumBlank: true, dataValidated: true, gso: null },
       ]);
       expect(atFront).toEqual([
-        { csumBlank: false, dataValidated: true },
-        { csumBlank: true, dataValidated: false },
-        { csumBlank: false, dataValidated: false },
+        { csumBlank: false, dataValidated: true, gso: null },
+        { csumBlank: true, dataValidated: false, gso: null },
+        { csumBlank: false, dataValidated: false, gso: null },
       ]);
     });
   });

@@ -18,9 +18,11 @@ export interface FrameInfo {
   csumBlank: boolean;
   /** The checksum has been validated already. */
   dataValidated: boolean;
+  /** What the peer's GSO extra-info slot said: a TCP segment offload (type 1 v4, 2 v6) and its MSS. */
+  gso: { type: number; size: number } | null;
 }
 
-export type WriteOptions = Partial<FrameInfo>;
+export type WriteOptions = Partial<Pick<FrameInfo, "csumBlank" | "dataValidated">>;
 
 export interface NetStats {
   rxPackets: number;
@@ -38,7 +40,8 @@ export interface NetStats {
 /** How a direction's wire flags encode FrameInfo (TX and RX use different bits). */
 export interface FlagCodec {
   encode(o: WriteOptions | undefined): number;
-  decode(flags: number): FrameInfo;
+  /** From the meta word a worker queued with the frame (flags and GSO). */
+  decode(meta: number): FrameInfo;
 }
 
 export type FrameListener = (frame: Uint8Array, info: FrameInfo) => void;

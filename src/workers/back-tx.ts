@@ -19,6 +19,7 @@ import {
 import { GNTST, pageViews, type CopySegment, type GrantTable } from "../platform/types.ts";
 import { Control, Counter } from "./control.ts";
 import { FrameQueue } from "./frame-queue.ts";
+import { packMeta } from "./frame-meta.ts";
 import type { PeerNotifier, RingRole, RingWorkerInit } from "./role.ts";
 
 /** A fatal peer error: the worker stops on it. */
@@ -76,7 +77,7 @@ export class BackTx implements RingRole {
         const ids = p.frags.map((f) => f.id);
         const failed = this.copyIn(p.frags, off);
         if (failed < 0) {
-          q.commit(off, p.size, p.flags);
+          q.commit(off, p.size, packMeta(p.flags, p.extras));
           this.ctl.add(Counter.packets, 1);
           this.ctl.add(Counter.bytes, p.size);
           if (p.extras.length > 0) this.ctl.add(Counter.extras, 1);

@@ -20,6 +20,7 @@ import {
 import { pageViews } from "../platform/types.ts";
 import { Control, Counter } from "./control.ts";
 import { FrameQueue } from "./frame-queue.ts";
+import { packMeta } from "./frame-meta.ts";
 import type { PeerNotifier, RingRole, RingWorkerInit } from "./role.ts";
 
 export class FrontRx implements RingRole {
@@ -100,7 +101,7 @@ export class FrontRx implements RingRole {
         q.data.set(page.subarray(f.offset, f.offset + f.size), pos);
         pos += f.size;
       }
-      q.commit(off, p.size, p.flags);
+      q.commit(off, p.size, packMeta(p.flags, p.extras));
       if (p.extras.length > 0) this.ctl.add(Counter.extras, 1);
       this.ctl.add(Counter.packets, 1);
       this.ctl.add(Counter.bytes, p.size);
