@@ -216,3 +216,41 @@ describe("device API", () => {
     vif.dom0.close();
   });
 });
+
+describe("default platform", () => {
+  test("without a platform option the devices use the embedded simulated hypervisor (no Xen here)", async () => {
+    const { Netback, Netfront, defaultSimHypervisor, createVif } = await import("../src/main/index.ts");
+    const { silent } = await import("./helpers/vif.ts");
+    const hv = defaultSimHypervisor();
+    expect(defaultSimHypervisor()).toBe(hv);
+    if (!hv.exists(5)) hv.createDomain(5);
+    const dom0 = hv.platform(0);
+    await createVif(dom0.xenstore, { frontDomid: 5, backDomid: 0, devid: 3, mac: "00:16:3e:00:00:05" });
+    const [back, front] = await Promise.all([
+      Netback.serve({ frontendDomid: 5, devid: 3, logger: silent }),
+      Netfront.connect({ domid: 5, devid: 3, logger: silent }),
+    ]);
+    let got = 0;
+    back.listen(() => got++);
+    await front.write(new Uint8Array(60));
+    await until(() => got === 1);
+    await front.disconnect();
+    await back.disconnect();
+    expect(hv.leaks([5])).toEqual([]);
+    dom0.close();
+  });
+
+  test("BUN_XEN_NET_PLATFORM=xen is refused with a clear error in this version; junk is refused too", async () => {
+    const { Netfront } = await import("../src/main/index.ts");
+    const saved = process.env.BUN_XEN_NET_PLATFORM;
+    try {
+      process.env.BUN_XEN_NET_PLATFORM = "xen";
+      await expect(Netfront.connect({ domid: 6 })).rejects.toThrow(/real-Xen platform is not available/);
+      process.env.BUN_XEN_NET_PLATFORM = "kvm";
+      await expect(Netfront.connect({ domid: 6 })).rejects.toThrow(/must be "sim" or "xen"/);
+    } finally {
+      if (saved === undefined) delete process.env.BUN_XEN_NET_PLATFORM;
+      else process.env.BUN_XEN_NET_PLATFORM = saved;
+    }
+  });
+});
