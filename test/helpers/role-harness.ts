@@ -9,6 +9,8 @@ import { Control, createControlState } from "../../src/workers/control.ts";
 import { FrameQueue, createFrameQueueState } from "../../src/workers/frame-queue.ts";
 import { FrontRx } from "../../src/workers/front-rx.ts";
 import { BackTx } from "../../src/workers/back-tx.ts";
+import { FrontTx } from "../../src/workers/front-tx.ts";
+import { BackRx } from "../../src/workers/back-rx.ts";
 import { PeerNotifier, type RingWorkerInit } from "../../src/workers/role.ts";
 
 function machine() {
@@ -18,7 +20,7 @@ function machine() {
 }
 
 /** Our FrontRx against a scripted back end (which holds the BackRing and may grant-copy). */
-export function frontRxHarness() {
+export function frontRxHarness(queueBytes = 1 << 20) {
   const { hv, guest, front, back } = machine();
   const ring = front.gnttab.share(0, 1, true);
   const data = front.gnttab.share(0, 256, true);
@@ -32,7 +34,7 @@ export function frontRxHarness() {
     evtchn: fh.descriptor,
     port,
     control: createControlState(),
-    queue: createFrameQueueState(1 << 20),
+    queue: createFrameQueueState(queueBytes),
     ring: ring.descriptor,
     data: { pages: data.descriptor, refs: [...data.refs] },
     peer: 0,
@@ -41,15 +43,35 @@ export function frontRxHarness() {
   const ctl = new Control(init.control);
   const q = new FrameQueue(init.queue);
   const errors: ProtocolError[] = [];
-  const role = new FrontRx(init, q, ctl, new PeerNotifier(fh, port, ctl), (e) => errors.push(e));
   const mapped = back.gnttab.map(guest, ring.refs, true);
   const peer = new BackRing(mapped.pages[0]!, RX_REQUEST_SIZE);
-  peer.attach();
-  return { hv, guest, back, role, ctl, q, errors, peer, dataPages: data.pages, close: () => { back.gnttab.unmap(mapped); front.close(); back.close(); } };
+  const h = {
+    hv,
+    guest,
+    back,
+    role: null as unknown as FrontRx,
+    ctl,
+    q,
+    errors,
+    peer,
+    dataPages: data.pages,
+    /** A fresh FrontRx on the same pages (as after a reconnect): ring re-initialised, buffers posted. */
+    reset() {
+      h.role = new FrontRx(init, q, ctl, new PeerNotifier(fh, port, ctl), (e) => errors.push(e));
+      peer.attach();
+    },
+    close: () => {
+      back.gnttab.unmap(mapped);
+      front.close();
+      back.close();
+    },
+  };
+  h.reset();
+  return h;
 }
 
 /** Our BackTx against a scripted front end (which holds the FrontRing and shares pages). */
-export function backTxHarness() {
+export function backTxHarness(queueBytes = 1 << 20) {
   const { hv, guest, front, back } = machine();
   const ring = front.gnttab.share(0, 1, true);
   const data = front.gnttab.share(0, 16, false);
@@ -58,7 +80,6 @@ export function backTxHarness() {
   const bh = back.openEventChannels();
   const port = bh.bindInterdomain(guest, fport);
   const peer = new FrontRing(ring.pages[0]!, TX_REQUEST_SIZE);
-  peer.init();
   const mapped = back.gnttab.map(guest, ring.refs, true);
   const init: RingWorkerInit = {
     role: "back-tx",
@@ -66,7 +87,7 @@ export function backTxHarness() {
     evtchn: bh.descriptor,
     port,
     control: createControlState(),
-    queue: createFrameQueueState(1 << 20),
+    queue: createFrameQueueState(queueBytes),
     ring: mapped.descriptor!,
     data: null,
     peer: guest,
@@ -75,8 +96,29 @@ export function backTxHarness() {
   const ctl = new Control(init.control);
   const q = new FrameQueue(init.queue);
   const errors: ProtocolError[] = [];
-  const role = new BackTx(init, q, ctl, new PeerNotifier(bh, port, ctl), back.gnttab, (e) => errors.push(e));
-  return { hv, guest, role, ctl, q, errors, peer, pages: data.pages, refs: data.refs, close: () => { back.gnttab.unmap(mapped); front.close(); back.close(); } };
+  const h = {
+    hv,
+    guest,
+    role: null as unknown as BackTx,
+    ctl,
+    q,
+    errors,
+    peer,
+    pages: data.pages,
+    refs: data.refs,
+    /** A fresh ring and a fresh BackTx (as after the front end reconnects). */
+    reset() {
+      peer.init();
+      h.role = new BackTx(init, q, ctl, new PeerNotifier(bh, port, ctl), back.gnttab, (e) => errors.push(e));
+    },
+    close: () => {
+      back.gnttab.unmap(mapped);
+      front.close();
+      back.close();
+    },
+  };
+  h.reset();
+  return h;
 }
 
 /** Take every frame queued for the main thread: bytes and meta. */
@@ -87,4 +129,100 @@ export function drainQueue(q: FrameQueue): { bytes: Uint8Array; meta: number }[]
     q.release(off);
   }
   return out;
+}
+
+/** Our FrontTx against a scripted back end that answers (or mangles) its requests. */
+export function frontTxHarness() {
+  const { hv, guest, front, back } = machine();
+  const ring = front.gnttab.share(0, 1, true);
+  const data = front.gnttab.share(0, 256, false);
+  const fh = front.openEventChannels();
+  const port = fh.allocUnbound(0);
+  back.openEventChannels().bindInterdomain(guest, port);
+  const init: RingWorkerInit = {
+    role: "front-tx",
+    platform: front.descriptor,
+    evtchn: fh.descriptor,
+    port,
+    control: createControlState(),
+    queue: createFrameQueueState(4 << 20),
+    ring: ring.descriptor,
+    data: { pages: data.descriptor, refs: [...data.refs] },
+    peer: 0,
+    maxFrame: 65535,
+  };
+  const ctl = new Control(init.control);
+  ctl.setPeerConnected(true);
+  const q = new FrameQueue(init.queue);
+  const errors: ProtocolError[] = [];
+  const mapped = back.gnttab.map(guest, ring.refs, true);
+  const peer = new BackRing(mapped.pages[0]!, TX_REQUEST_SIZE);
+  const h = {
+    role: null as unknown as FrontTx,
+    ctl,
+    q,
+    errors,
+    peer,
+    reset() {
+      h.role = new FrontTx(init, q, ctl, new PeerNotifier(fh, port, ctl), (e) => errors.push(e));
+      peer.attach();
+    },
+    close: () => {
+      back.gnttab.unmap(mapped);
+      front.close();
+      back.close();
+    },
+  };
+  h.reset();
+  void hv;
+  return h;
+}
+
+/** Our BackRx against a scripted front end that posts (or mangles) RX buffers. */
+export function backRxHarness() {
+  const { hv, guest, front, back } = machine();
+  const ring = front.gnttab.share(0, 1, true);
+  const data = front.gnttab.share(0, 256, true);
+  const fh = front.openEventChannels();
+  const fport = fh.allocUnbound(0);
+  const bh = back.openEventChannels();
+  const port = bh.bindInterdomain(guest, fport);
+  const peer = new FrontRing(ring.pages[0]!, RX_REQUEST_SIZE);
+  const mapped = back.gnttab.map(guest, ring.refs, true);
+  const init: RingWorkerInit = {
+    role: "back-rx",
+    platform: back.descriptor,
+    evtchn: bh.descriptor,
+    port,
+    control: createControlState(),
+    queue: createFrameQueueState(4 << 20),
+    ring: mapped.descriptor!,
+    data: null,
+    peer: guest,
+    maxFrame: 65549,
+  };
+  const ctl = new Control(init.control);
+  const q = new FrameQueue(init.queue);
+  const errors: ProtocolError[] = [];
+  const h = {
+    role: null as unknown as BackRx,
+    ctl,
+    q,
+    errors,
+    peer,
+    pages: data.pages,
+    refs: data.refs,
+    reset() {
+      peer.init();
+      h.role = new BackRx(init, q, ctl, new PeerNotifier(bh, port, ctl), back.gnttab, (e) => errors.push(e));
+    },
+    close: () => {
+      back.gnttab.unmap(mapped);
+      front.close();
+      back.close();
+    },
+  };
+  h.reset();
+  void hv;
+  return h;
 }
