@@ -1,7 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import { SimHypervisor } from "../src/platform/sim/index.ts";
 import { openPlatform } from "../src/platform/open.ts";
-import { PlatformError } from "../src/platform/types.ts";
+import { PlatformError, type CopySegment } from "../src/platform/types.ts";
 
 describe("simulated hypervisor", () => {
   test("domains: dom0 exists, createDomain gives ids and a xenstore home, duplicates and bad ids are refused", async () => {
@@ -68,5 +68,41 @@ describe("simulated hypervisor", () => {
     d1.gnttab.unshare(s);
     d2.close();
     hv.assertNoLeaks();
+  });
+});
+
+describe("destroyDomain", () => {
+  test("grants end, a page still mapped elsewhere stays readable until unmapped, ports close, xenstore home goes", async () => {
+    const hv = SimHypervisor.create({ pages: 16 });
+    const guest = hv.platform(hv.createDomain());
+    const dom0 = hv.platform(0);
+    const used = guest.gnttab.share(0, 1, true);
+    const unused = guest.gnttab.share(0, 2, true);
+    used.pages[0]![0] = 42;
+    const m = dom0.gnttab.map(1, used.refs, true);
+    const gh = guest.openEventChannels();
+    const dh = dom0.openEventChannels();
+    const gport = gh.allocUnbound(0);
+    const dport = dh.bindInterdomain(1, gport);
+    await guest.xenstore.write("/local/domain/1/data/x", "1");
+
+    hv.destroyDomain(1);
+    expect(hv.exists(1)).toBe(false);
+    expect(m.pages[0]![0]).toBe(42); // our mapping still holds the page
+    expect(() => dom0.gnttab.map(1, unused.refs, true)).toThrow(/ENOENT/);
+    const seg: CopySegment = { source: { domid: 1, ref: used.refs[0]!, offset: 0 }, dest: { buf: new Uint8Array(1), offset: 0 }, len: 1 };
+    dom0.gnttab.copy([seg]);
+    expect(seg.status!).toBeLessThan(0); // no new users of a dead domain's grant
+    dh.notify(dport); // the remote end is gone: a harmless no-op
+    expect(hv.evtchn.boundPorts()).toEqual([{ domid: 0, port: dport, state: "unbound", remoteDomid: 1 }]);
+    expect(await dom0.xenstore.read("/local/domain/1/data/x")).toBeNull();
+    // Only what dom0 holds is left: its mapping (and the page behind it) and its port.
+    expect(hv.leaks().map((l) => l.kind).sort()).toEqual(["grant", "mapping", "page", "port"]);
+    dom0.gnttab.unmap(m);
+    dh.close();
+    expect(hv.leaks()).toEqual([]);
+    expect(() => hv.destroyDomain(1)).toThrow(/ENOENT/);
+    expect(() => hv.destroyDomain(0)).toThrow(/EINVAL/);
+    dom0.close();
   });
 });

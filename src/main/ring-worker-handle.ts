@@ -3,7 +3,7 @@
  * (stop flag + kick, then wait for its last message; terminate only if it does not answer),
  * and hear of peer errors and of an unexpected stop.
  */
-import type { EventChannels } from "../platform/types.ts";
+import { PlatformError, type EventChannels } from "../platform/types.ts";
 import { Control, WorkerState } from "../workers/control.ts";
 import { FrameQueue } from "../workers/frame-queue.ts";
 import type { RingWorkerInit } from "../workers/role.ts";
@@ -36,7 +36,10 @@ export class RingWorkerHandle {
     this.worker = new Worker(WORKER_URL);
     let settle: (f: string | null) => void = () => {};
     this.stopped = new Promise((r) => (settle = r));
+    let finished = false;
     const finish = (failure: string | null) => {
+      if (finished) return;
+      finished = true;
       settle(failure);
       running(false, failure);
       if (!this.stopping) events.onUnexpectedStop(failure ?? `${init.role} worker stopped unexpectedly`);
@@ -48,6 +51,13 @@ export class RingWorkerHandle {
       else if (m.type === "peer-error") events.onPeerError(m);
       else finish(m.failure);
     };
+    // A worker that exits without its last message (killed, or its thread died) is a failure too.
+    this.worker.addEventListener("close", () => {
+      if (finished) return;
+      this.control.fail(`${init.role} worker exited unexpectedly`);
+      this.control.setState(WorkerState.failed);
+      finish(this.control.failure);
+    });
     this.worker.onerror = (e) => {
       this.control.fail(`${init.role} worker error: ${e.message}`);
       this.control.setState(WorkerState.failed);
@@ -72,7 +82,13 @@ export class RingWorkerHandle {
 
   /** Wake the worker: it has new work in its queue, or space to continue. */
   kick(): void {
-    this.evtchn.kick();
+    try {
+      this.evtchn.kick();
+    } catch (e) {
+      // The handle is gone (its domain was destroyed): the worker fails on its next wait with
+      // the same ECLOSED, so there is nobody left to wake.
+      if (!(e instanceof PlatformError && e.code === "ECLOSED")) throw e;
+    }
   }
 
   /** Ask the worker to stop and wait for it; after `timeoutMs` it is terminated. */

@@ -103,6 +103,23 @@ export class EventChannelTable {
     throw new PlatformError("ENOSPC", "evtchn.open", `all ${this.maxHandles} simulated event-channel handles are open`);
   }
 
+  /** The domain is gone: every port it had is closed (remote ends go unbound), every handle shut. */
+  closeDomain(domid: DomId): void {
+    for (let port = 1; port < this.perDomain; port++) {
+      const b = this.pb(domid, port);
+      const s = Atomics.load(this.p, b + P_STATE);
+      if (s === FREE || s === RESERVED) continue;
+      this.unbind(domid, Atomics.load(this.p, b + P_HANDLE), port);
+    }
+    for (let i = 0; i < this.maxHandles; i++) {
+      const hb = i * this.hStride;
+      if (Atomics.load(this.h, hb + H_STATE) === 1 && Atomics.load(this.h, hb + H_DOMID) === domid) {
+        this.closeHandle(i);
+        this.wake(i);
+      }
+    }
+  }
+
   closeHandle(handle: number): void {
     Atomics.store(this.h, handle * this.hStride + H_STATE, 0);
   }

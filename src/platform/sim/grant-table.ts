@@ -34,6 +34,8 @@ const FIELDS = 4;
 const FREE = 0;
 const ACTIVE = 1;
 const ENDING = 2;
+/** The owner died while the grant was in use: no new users; the last user's release frees it. */
+const ORPHANED = 3;
 const STATE_MASK = 3;
 const USER = 4;
 
@@ -158,7 +160,34 @@ export class GrantTables {
   }
 
   release(owner: DomId, ref: GrantRef): void {
-    Atomics.sub(this.e, this.base(owner, ref) + F_WORD, USER);
+    const b = this.base(owner, ref);
+    const left = Atomics.sub(this.e, b + F_WORD, USER) - USER;
+    if (left === ORPHANED && Atomics.compareExchange(this.e, b + F_WORD, ORPHANED, FREE) === ORPHANED) {
+      this.pool.free(Atomics.load(this.e, b + F_PAGE));
+    }
+  }
+
+  /**
+   * The owner domain is gone: its unused grants end now; a grant still mapped or being copied
+   * keeps its page until the last user lets go, as Xen keeps a dead domain's mapped pages.
+   * Returns the pages still held by other domains.
+   */
+  revokeAll(owner: DomId): number[] {
+    const held: number[] = [];
+    for (let i = 0; i < this.perDomain; i++) {
+      const b = (owner * this.perDomain + i) * FIELDS;
+      for (;;) {
+        const w = Atomics.load(this.e, b + F_WORD);
+        if ((w & STATE_MASK) !== ACTIVE) break;
+        if (w === ACTIVE) {
+          if (Atomics.compareExchange(this.e, b + F_WORD, ACTIVE, FREE) === ACTIVE) break;
+        } else if (Atomics.compareExchange(this.e, b + F_WORD, w, (w & ~STATE_MASK) | ORPHANED) === w) {
+          held.push(Atomics.load(this.e, b + F_PAGE));
+          break;
+        }
+      }
+    }
+    return held;
   }
 
   addMapsHeld(domid: DomId, n: number): void {

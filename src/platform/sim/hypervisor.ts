@@ -99,6 +99,25 @@ export class SimHypervisor {
     throw new PlatformError("ENOSPC", op, `all ${this.maxDomains} domain ids are in use`);
   }
 
+  /**
+   * Destroy a domain, as `xl destroy` does: its grants end (pages another domain still maps
+   * stay until unmapped), its event channels close (their remote ends go unbound), its pages
+   * are freed, and its xenstore home is removed. Its JS objects in this process live on, but
+   * every hypervisor call they make now fails or finds nothing.
+   */
+  destroyDomain(domid: DomId): void {
+    const op = "sim.destroyDomain";
+    if (domid === 0) throw new PlatformError("EINVAL", op, "domain 0 cannot be destroyed");
+    if (!this.exists(domid)) throw new PlatformError("ENOENT", op, `no domain ${domid}`);
+    Atomics.store(this.domains, domid, 0);
+    this.evtchn.closeDomain(domid);
+    const held = new Set(this.grants.revokeAll(domid));
+    for (let page = 0; page < this.pool.count; page++) {
+      if (this.pool.owner(page) === domid && !held.has(page)) this.pool.free(page);
+    }
+    this.xenstore.releaseDomain(domid);
+  }
+
   exists(domid: DomId): boolean {
     return Number.isInteger(domid) && domid >= 0 && domid < this.maxDomains && Atomics.load(this.domains, domid) === 1;
   }

@@ -1,0 +1,116 @@
+/** Faults around the data path: dying workers, exhausted grant tables, xenstore that never commits. */
+import { describe, expect, test } from "bun:test";
+import { HandshakeError, PlatformError } from "../src/main/index.ts";
+import { simVif } from "./helpers/vif.ts";
+
+async function until(cond: () => boolean, ms = 5000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error("condition not met in time");
+    await Bun.sleep(2);
+  }
+}
+
+describe("faults", () => {
+  for (const which of ["sender", "receiver"] as const) {
+    for (const end of ["front", "back"] as const) {
+      test(`the ${end} end's ${which} worker is killed: the device reports it, both ends close, nothing leaks`, async () => {
+        const vif = await simVif();
+        const { back, front } = await vif.pair();
+        const dev = end === "front" ? front : back;
+        const handle = (dev as unknown as Record<string, { worker: Worker }>)[which]!;
+        handle.worker.terminate();
+        await until(() => !front.connected && !back.connected);
+        await expect(dev.write(new Uint8Array(60))).rejects.toThrow(/DISCONNECTED: ring worker stopped: .* worker exited unexpectedly/);
+        await front.disconnect();
+        await back.disconnect();
+        expect(await vif.dom0.xenstore.read(`${vif.paths.frontPath}/state`)).toBe("6");
+        expect(await vif.dom0.xenstore.read(`${vif.paths.backPath}/state`)).toBe("6");
+        expect(vif.hv.leaks()).toEqual([]);
+        vif.frontPlatform.close();
+        vif.backPlatform.close();
+        vif.dom0.close();
+      });
+    }
+  }
+
+  test("grant table exhaustion at connect: a clear ENOSPC, nothing half-shared left behind", async () => {
+    // The front end needs 2 ring pages + 512 data pages: give its domain fewer grants.
+    const vif = await simVif({ sim: { grantsPerDomain: 300 } });
+    const serving = vif.serve({ timeoutMs: 500 });
+    let err: unknown;
+    try {
+      await vif.connect({ timeoutMs: 2000 });
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(PlatformError);
+    expect((err as PlatformError).code).toBe("ENOSPC");
+    expect((err as Error).message).toMatch(/gnttab\.share: ENOSPC: domain 1 has no 256 free grant entries \(table of 300\)/);
+    expect(await vif.dom0.xenstore.read(`${vif.paths.frontPath}/state`)).toBe("6");
+    await expect(serving).rejects.toThrow(HandshakeError);
+    expect(vif.hv.leaks()).toEqual([]);
+    vif.frontPlatform.close();
+    vif.backPlatform.close();
+    vif.dom0.close();
+  });
+
+  test("xenstore transactions that keep failing with EAGAIN: connect gives up with a typed error and releases everything", async () => {
+    const vif = await simVif();
+    const serving = vif.serve({ timeoutMs: 500 });
+    vif.hv.xenstore.failNextCommits(1000, { domid: vif.guest });
+    let err: unknown;
+    try {
+      await vif.connect({ timeoutMs: 2000 });
+    } catch (e) {
+      err = e;
+    }
+    vif.hv.xenstore.failNextCommits(0);
+    expect(err).toBeInstanceOf(HandshakeError);
+    expect(String(err)).toMatch(/XENSTORE/);
+    expect(((err as HandshakeError).cause as PlatformError).code).toBe("EAGAIN");
+    await serving.catch(() => {});
+    expect(vif.hv.leaks()).toEqual([]);
+    vif.frontPlatform.close();
+    vif.backPlatform.close();
+    vif.dom0.close();
+  });
+
+  test("xenstore EAGAIN a few times: connect retries and succeeds", async () => {
+    const vif = await simVif();
+    vif.hv.xenstore.failNextCommits(5, { domid: vif.guest });
+    const { back, front } = await vif.pair();
+    expect(front.connected && back.connected).toBe(true);
+    await front.disconnect();
+    await back.disconnect();
+    expect(vif.hv.leaks()).toEqual([]);
+    vif.frontPlatform.close();
+    vif.backPlatform.close();
+    vif.dom0.close();
+  });
+});
+
+describe("the peer domain disappears", () => {
+  test("the guest is destroyed mid-stream: the back end notices, lets go of everything and closes", async () => {
+    const vif = await simVif();
+    const { back, front } = await vif.pair();
+    let got = 0;
+    back.listen(() => got++);
+    const writing = (async () => {
+      for (let i = 0; i < 100_000 && front.connected; i++) await front.write(new Uint8Array(1514)).catch(() => {});
+    })();
+    await until(() => got > 1000);
+    vif.hv.destroyDomain(vif.guest);
+    await until(() => !back.connected);
+    await back.disconnect();
+    expect(await vif.dom0.xenstore.read(`${vif.paths.backPath}/state`)).toBe("6");
+    // dom0 holds nothing of the dead guest's: no mapping, no port, no grant in use.
+    expect(vif.hv.leaks([0])).toEqual([]);
+    // The guest's own objects in this process wind down without a hypervisor to talk to.
+    await front.disconnect();
+    await writing;
+    expect(vif.hv.leaks()).toEqual([]);
+    vif.backPlatform.close();
+    vif.dom0.close();
+  });
+});
