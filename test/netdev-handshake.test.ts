@@ -114,7 +114,7 @@ describe("device handshake", () => {
     const x = vif.dom0.xenstore;
     const b = vif.paths.backPath;
     for (const [k, v] of [["feature-rx-copy", "1"], ["feature-split-event-channels", "1"], ["state", "2"]]) await x.write(`${b}/${k}`, v!);
-    const front = await vif.connect({ awaitBackend: false, timeoutMs: 2000 });
+    const front = await vif.connect({ awaitBackend: false, timeoutMs: 2000, reconnect: false });
     await x.write(`${b}/state`, "6");
     await until(() => !front.connected);
     await front.disconnect(); // returns the same shutdown, now complete
@@ -126,7 +126,7 @@ describe("device handshake", () => {
 
   test("a frontend that jumps straight to Closed: the backend lets go and closes", async () => {
     const vif = await simVif();
-    const { back, front } = await vif.pair();
+    const { back, front } = await vif.pair({ reconnect: false });
     await vif.dom0.xenstore.write(`${vif.paths.frontPath}/state`, "6");
     await until(() => !back.connected && !front.connected);
     await back.disconnect();
@@ -136,9 +136,9 @@ describe("device handshake", () => {
     closeAll(vif);
   });
 
-  test("the backend disconnects first: the frontend follows, both Closed, nothing leaked", async () => {
+  test("the backend disconnects first: a frontend without reconnect follows, both Closed, nothing leaked", async () => {
     const vif = await simVif();
-    const { back, front } = await vif.pair();
+    const { back, front } = await vif.pair({ reconnect: false });
     await back.disconnect();
     await until(() => !front.connected);
     await front.disconnect();

@@ -4,6 +4,11 @@ import type { Logger } from "pino";
 export class Cleanup {
   private readonly steps: { what: string; fn: () => unknown }[] = [];
 
+  /** Nothing left to release. */
+  get empty(): boolean {
+    return this.steps.length === 0;
+  }
+
   add(what: string, fn: () => unknown): void {
     this.steps.push({ what, fn });
   }

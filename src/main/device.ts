@@ -59,10 +59,10 @@ export abstract class NetDevice {
   protected closedError: NetError | null = null;
 
   constructor(
-    /** The worker that owns the ring we send on. */
-    protected readonly sender: RingWorkerHandle,
-    /** The worker that owns the ring we receive from. */
-    protected readonly receiver: RingWorkerHandle,
+    /** The worker that owns the ring we send on (replaced when the device reconnects). */
+    protected sender: RingWorkerHandle,
+    /** The worker that owns the ring we receive from (replaced when the device reconnects). */
+    protected receiver: RingWorkerHandle,
     private readonly sendFlags: FlagCodec,
     private readonly recvFlags: FlagCodec,
     /** Largest frame, Ethernet header included. */
@@ -72,10 +72,10 @@ export abstract class NetDevice {
     this.writer = new FrameWriter(sender.queue, {
       minFrame: ETH_HLEN,
       maxFrame: maxFrameSize,
-      wake: () => sender.kick(),
+      wake: () => this.sender.kick(),
       closed: () => this.closedError,
     });
-    this.reader = new FrameReader(receiver.queue, (frame, meta) => this.deliver(frame, meta), () => receiver.kick());
+    this.reader = new FrameReader(receiver.queue, (frame, meta) => this.deliver(frame, meta), () => this.receiver.kick());
   }
 
   /** Send one frame (copied before the promise settles; the buffer may be reused at once). */
@@ -209,15 +209,26 @@ export abstract class NetDevice {
     return false;
   }
 
+  /** Stop both workers; the queues keep what they hold (for the next workers, after a reconnect). */
+  protected async stopWorkers(): Promise<void> {
+    const failures = await Promise.all([this.sender.stop(), this.receiver.stop()]);
+    for (const f of failures) if (f !== null) this.log.warn({ failure: f }, "ring worker stopped with an error");
+  }
+
+  /** New workers on the same queues and counters (a reconnected device). */
+  protected replaceWorkers(sender: RingWorkerHandle, receiver: RingWorkerHandle): void {
+    this.sender = sender;
+    this.receiver = receiver;
+  }
+
   /** Stop both workers and the reader; receive iterators end. Idempotent. */
   protected async stopDataPath(reason: NetError): Promise<void> {
     this.closedError ??= reason;
-    const failures = await Promise.all([this.sender.stop(), this.receiver.stop()]);
+    await this.stopWorkers();
     // Deliver what was received before the stop, then end.
     this.reader.drainAll();
     await this.reader.stop();
     for (const it of this.iterators) it.end();
-    for (const f of failures) if (f !== null) this.log.warn({ failure: f }, "ring worker stopped with an error");
   }
 }
 

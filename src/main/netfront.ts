@@ -4,13 +4,19 @@
  * channel per ring, starts the TX and RX workers, publishes its keys in one transaction and
  * goes Connected. It transmits only once the back end is Connected: frames written before
  * that wait in the send queue.
+ *
+ * One connection to a back end is a *session* (rings, pages, channels, workers). The send and
+ * receive queues and the counters outlive it: when the back end goes away (restarts, or its
+ * driver domain reboots) the session is closed, and with `reconnect` (the default) a new one
+ * is opened as soon as a back end offers the vif again; frames written meanwhile wait in the
+ * send queue and go out on the new session.
  */
 import type { Logger } from "pino";
 import { ETH_HLEN, MAX_PACKET_SIZE } from "../protocol/netif.ts";
 import { BACK_KEYS, frontendDir, XenbusState } from "../protocol/xenbus.ts";
 import { PlatformError, type EventChannels, type Platform, type SharedPages, type XsWatch } from "../platform/types.ts";
-import { createControlState } from "../workers/control.ts";
-import { createFrameQueueState } from "../workers/frame-queue.ts";
+import { createControlState, type ControlState } from "../workers/control.ts";
+import { createFrameQueueState, type FrameQueueState } from "../workers/frame-queue.ts";
 import type { RoleName } from "../workers/role.ts";
 import { Cleanup } from "./cleanup.ts";
 import { NetDevice } from "./device.ts";
@@ -26,6 +32,8 @@ import { readState, setState, waitForState } from "./xenbus/wait.ts";
 const DATA_PAGES = 256;
 const DEFAULT_QUEUE_BYTES = 4 << 20;
 const DEFAULT_TIMEOUT_MS = 10_000;
+/** Pause between attempts to reconnect, so a back end that keeps failing is not hammered. */
+const RECONNECT_BACKOFF_MS = 100;
 
 export interface NetfrontOptions {
   /** The hypervisor; default: real Xen if present, else the embedded simulated one (as `domid`). */
@@ -41,147 +49,163 @@ export interface NetfrontOptions {
   awaitBackend?: boolean;
   /** Bytes of each queue between the main thread and a worker (default 4 MiB). */
   queueBytes?: number;
+  /**
+   * When the back end goes away, wait for it to come back and reconnect (default true);
+   * frames written meanwhile are sent then. False: the device closes with it.
+   */
+  reconnect?: boolean;
+}
+
+/** What outlives a session: where we are, and the queues and counters the workers use. */
+interface Context {
+  platform: Platform;
+  frontPath: string;
+  timeoutMs: number;
+  log: Logger;
+  txQueue: FrameQueueState;
+  rxQueue: FrameQueueState;
+  txControl: ControlState;
+  rxControl: ControlState;
+  events: RingWorkerEvents;
+  /** Aborted when the device closes for good: ends a wait for a back end that is not there. */
+  abort: AbortController;
+}
+
+/** One connection to a back end. */
+interface Session {
+  info: BackendInfo;
+  sender: RingWorkerHandle;
+  receiver: RingWorkerHandle;
+  resources: Cleanup;
+  sendMax: number;
 }
 
 export class Netfront extends NetDevice {
   /** Our MAC address, as the toolstack assigned it. */
   readonly mac: Uint8Array;
   readonly mtu: number;
-  readonly backendId: number;
+  private session: Session;
   private watch: XsWatch | null = null;
+  /** Set once the device is closing for good (disconnect, or the back end left without reconnect). */
   private closing: Promise<void> | null = null;
+  /** A session change in progress (the back end left and we are reconnecting). */
+  private reconnecting: Promise<void> | null = null;
+  private reconnects = 0;
 
   private constructor(
-    private readonly platform: Platform,
-    private readonly frontPath: string,
-    private readonly info: BackendInfo,
-    sender: RingWorkerHandle,
-    receiver: RingWorkerHandle,
-    maxFrame: number,
-    private readonly resources: Cleanup,
-    private readonly timeoutMs: number,
-    log: Logger,
+    private readonly ctx: Context,
+    session: Session,
+    private readonly reconnect: boolean,
   ) {
-    super(sender, receiver, txFlags, rxFlags, maxFrame, log);
-    this.mac = info.mac;
-    this.mtu = info.mtu;
-    this.backendId = info.backendId;
+    super(session.sender, session.receiver, txFlags, rxFlags, session.sendMax, ctx.log);
+    this.session = session;
+    this.mac = session.info.mac;
+    this.mtu = session.info.mtu;
+  }
+
+  get backendId(): number {
+    return this.session.info.backendId;
+  }
+
+  /** Sessions opened after the first one (back-end restarts survived). */
+  get reconnectCount(): number {
+    return this.reconnects;
   }
 
   static async connect(opts: NetfrontOptions = {}): Promise<Netfront> {
     const platform = opts.platform ?? defaultPlatform(opts.domid ?? 1);
     const devid = opts.devid ?? 0;
-    const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     const log = loggerFor(opts.logger, { end: "netfront", domid: platform.domid, devid });
-    const xs = platform.xenstore;
-    const frontPath = frontendDir(platform.domid, devid);
-
-    log.info({ frontPath }, "waiting for the back end");
-    const info = await awaitBackend(xs, frontPath, { timeoutMs });
-    if (!info.features.splitEventChannels) {
-      throw new NetError("UNSUPPORTED", `the back end at ${info.backendPath} does not offer feature-split-event-channels, which this version needs`);
-    }
-    const be = info.backendId;
-    // A TX request's size is a u16 (XEN_NETIF_MAX_TX_SIZE), so we send at most 65535 bytes;
-    // RX responses size each fragment on its own, so we accept a 64 KiB payload plus its header.
-    const sendMax = info.features.sg ? MAX_PACKET_SIZE : info.mtu + ETH_HLEN;
-    const recvMax = info.features.sg ? MAX_PACKET_SIZE + ETH_HLEN : info.mtu + ETH_HLEN;
     const queueBytes = opts.queueBytes ?? DEFAULT_QUEUE_BYTES;
-    const res = new Cleanup();
     let dev: Netfront | null = null;
-    const events: RingWorkerEvents = {
-      onPeerError: (m) => log.warn({ code: m.code, field: m.field, value: m.value, suppressed: m.suppressed }, `peer error: ${m.message}`),
-      onUnexpectedStop: (failure) => {
-        log.error({ failure }, "ring worker stopped; disconnecting");
-        void dev?.shutdown(new NetError("DISCONNECTED", `ring worker stopped: ${failure}`), false);
+    const ctx: Context = {
+      platform,
+      frontPath: frontendDir(platform.domid, devid),
+      timeoutMs: opts.timeoutMs ?? DEFAULT_TIMEOUT_MS,
+      log,
+      txQueue: createFrameQueueState(queueBytes),
+      rxQueue: createFrameQueueState(queueBytes),
+      txControl: createControlState(),
+      rxControl: createControlState(),
+      abort: new AbortController(),
+      events: {
+        onPeerError: (m) => log.warn({ code: m.code, field: m.field, value: m.value, suppressed: m.suppressed }, `peer error: ${m.message}`),
+        onUnexpectedStop: (failure) => {
+          log.error({ failure }, "ring worker stopped; disconnecting");
+          void dev?.shutdown(new NetError("DISCONNECTED", `ring worker stopped: ${failure}`), false);
+        },
       },
     };
+    const session = await openSession(ctx);
+    dev = new Netfront(ctx, session, opts.reconnect ?? true);
     try {
-      const share = (count: number, writable: boolean): SharedPages => {
-        const s = platform.gnttab.share(be, count, writable);
-        res.add("unshare pages", () => unshareWhenFree(platform, s, timeoutMs));
-        return s;
-      };
-      const txRing = share(1, true);
-      const rxRing = share(1, true);
-      const txData = share(DATA_PAGES, false);
-      const rxData = share(DATA_PAGES, true);
-      const channel = (): { h: EventChannels; port: number } => {
-        const h = platform.openEventChannels();
-        res.add("close event channel", () => h.close());
-        return { h, port: h.allocUnbound(be) };
-      };
-      const tx = channel();
-      const rx = channel();
-      const start = async (role: RoleName, ch: { h: EventChannels; port: number }, ring: SharedPages, data: SharedPages) => {
-        const w = await RingWorkerHandle.start(
-          {
-            role,
-            platform: platform.descriptor,
-            evtchn: ch.h.descriptor,
-            port: ch.port,
-            control: createControlState(),
-            queue: createFrameQueueState(queueBytes),
-            ring: ring.descriptor,
-            data: { pages: data.descriptor, refs: [...data.refs] },
-            peer: be,
-            maxFrame: role === "front-tx" ? sendMax : recvMax,
-          },
-          ch.h,
-          events,
-        );
-        res.add(`stop ${role} worker`, () => w.stop());
-        return w;
-      };
-      const sender = await start("front-tx", tx, txRing, txData);
-      const receiver = await start("front-rx", rx, rxRing, rxData);
-      await publishFrontend(
-        xs,
-        frontPath,
-        {
-          txRingRef: txRing.refs[0]!,
-          rxRingRef: rxRing.refs[0]!,
-          eventChannel: { tx: tx.port, rx: rx.port },
-          features: { sg: true, gsoTcpv4: false, gsoTcpv6: false, rxNotify: true, noCsumOffload: false, ipv6CsumOffload: false },
-        },
-        { numQueuesKey: info.features.multiQueue },
-      );
-      dev = new Netfront(platform, frontPath, info, sender, receiver, sendMax, res, timeoutMs, log);
       await dev.watchBackend();
-      if (opts.awaitBackend !== false) await awaitBackendConnected(xs, info.backendPath, { timeoutMs });
-      log.info({ backend: info.backendPath, mac: info.mac, mtu: info.mtu, sendMax, recvMax }, "connected");
-      return dev;
+      if (opts.awaitBackend !== false) await awaitBackendConnected(platform.xenstore, session.info.backendPath, { timeoutMs: ctx.timeoutMs });
     } catch (e) {
-      if (dev !== null) await dev.shutdown(new NetError("DISCONNECTED", "connect failed"), false);
-      else {
-        await setState(xs, frontPath, XenbusState.Closed).catch(() => {});
-        await res.run(log);
-      }
+      await dev.shutdown(new NetError("DISCONNECTED", "connect failed"), false);
       throw e;
     }
+    return dev;
   }
 
-  /** Follow the back end's state: Connected opens the send gate; Closing or gone closes us. */
+  /** Follow the back end's state: Connected opens the send gate; Closing or gone ends the session. */
   private async watchBackend(): Promise<void> {
-    const xs = this.platform.xenstore;
-    const statePath = `${this.info.backendPath}/${BACK_KEYS.state}`;
+    const xs = this.ctx.platform.xenstore;
+    const session = this.session;
+    const statePath = `${session.info.backendPath}/${BACK_KEYS.state}`;
     let seenConnected = false;
-    this.watch = await xs.watch(statePath, `netfront-${this.frontPath}`, () => {
+    this.watch = await xs.watch(statePath, `netfront-${this.ctx.frontPath}-${this.reconnects}`, () => {
       void readState(xs, statePath).then(
         (s) => {
-          if (this.closing !== null) return;
+          if (this.closing !== null || this.reconnecting !== null || this.session !== session) return;
           if (s === XenbusState.Connected) {
             seenConnected = true;
             this.sender.control.setPeerConnected(true);
             this.sender.kick();
           } else if (seenConnected || s === XenbusState.Closing || s === XenbusState.Closed) {
-            this.log.info({ state: s }, "back end is going away; disconnecting");
-            void this.shutdown(new NetError("DISCONNECTED", `the back end went to state ${s}`), false);
+            this.backendLeft(s);
           }
         },
         (e) => this.log.warn({ err: e }, "cannot read the back end's state"),
       );
     });
+  }
+
+  private backendLeft(state: XenbusState): void {
+    if (!this.reconnect) {
+      this.log.info({ state }, "back end is going away; disconnecting");
+      void this.shutdown(new NetError("DISCONNECTED", `the back end went to state ${state}`), false);
+      return;
+    }
+    this.log.info({ state }, "back end is going away; will reconnect when it comes back");
+    this.reconnecting = this.reconnectLoop().finally(() => (this.reconnecting = null));
+  }
+
+  /** Close the session, then open new ones until one connects or the device is disconnected. */
+  private async reconnectLoop(): Promise<void> {
+    this.sender.control.setPeerConnected(false);
+    await this.closeSession();
+    const xs = this.ctx.platform.xenstore;
+    while (this.closing === null) {
+      try {
+        await setState(xs, this.ctx.frontPath, XenbusState.Initialising);
+        const s = await openSession(this.ctx, () => this.closing !== null);
+        if (this.closing !== null) {
+          await s.resources.run(this.log);
+          return;
+        }
+        this.session = s;
+        this.replaceWorkers(s.sender, s.receiver);
+        this.reconnects++;
+        await this.watchBackend();
+        this.log.info({ reconnects: this.reconnects }, "reconnected");
+        return;
+      } catch (e) {
+        if (this.closing !== null) return;
+        this.log.warn({ err: e }, "reconnect attempt failed; retrying");
+        await Bun.sleep(RECONNECT_BACKOFF_MS);
+      }
+    }
   }
 
   /**
@@ -193,25 +217,126 @@ export class Netfront extends NetDevice {
   }
 
   private shutdown(reason: NetError, flush: boolean): Promise<void> {
-    this.closing ??= this.close(reason, flush);
+    if (this.closing === null) {
+      this.closing = this.close(reason, flush);
+      this.ctx.abort.abort(reason);
+    }
     return this.closing;
   }
 
   private async close(reason: NetError, flush: boolean): Promise<void> {
-    const xs = this.platform.xenstore;
-    const backState = `${this.info.backendPath}/${BACK_KEYS.state}`;
-    if (flush && !(await this.flush(this.timeoutMs / 2))) this.log.warn("disconnect: not every queued frame was answered by the back end");
+    // A reconnect in progress sees `closing` and gives up; let it finish first.
+    await this.reconnecting;
+    if (flush && this.sender.control.peerConnected && !(await this.flush(this.ctx.timeoutMs / 2))) {
+      this.log.warn("disconnect: not every queued frame was answered by the back end");
+    }
     this.closedError ??= reason;
-    this.watch?.unwatch();
-    const gone = (s: XenbusState) => s === XenbusState.Closing || s === XenbusState.Closed || s === XenbusState.Unknown || s === XenbusState.InitWait;
-    await setState(xs, this.frontPath, XenbusState.Closing).catch((e) => this.log.warn({ err: e }, "cannot write Closing"));
-    await waitForState(xs, backState, gone, { timeoutMs: this.timeoutMs }).catch((e) => this.log.warn({ err: e }, "the back end did not answer Closing"));
+    await this.closeSession();
     await this.stopDataPath(reason);
-    const failed = await this.resources.run(this.log);
-    await setState(xs, this.frontPath, XenbusState.Closed).catch((e) => this.log.warn({ err: e }, "cannot write Closed"));
-    const closed = (s: XenbusState) => s === XenbusState.Closed || s === XenbusState.Unknown || s === XenbusState.InitWait;
-    await waitForState(xs, backState, closed, { timeoutMs: this.timeoutMs }).catch((e) => this.log.warn({ err: e }, "the back end did not answer Closed"));
-    this.log.info({ leaked: failed }, "disconnected");
+    this.log.info("disconnected");
+  }
+
+  /**
+   * End the current session: Closing, wait for the back end to let go, stop the workers,
+   * release grants and ports, Closed. The queues keep their frames. Idempotent per session.
+   */
+  private async closeSession(): Promise<void> {
+    const s = this.session;
+    if (s.resources.empty) return;
+    const xs = this.ctx.platform.xenstore;
+    const log = this.log;
+    const timeoutMs = this.ctx.timeoutMs;
+    const backState = `${s.info.backendPath}/${BACK_KEYS.state}`;
+    this.watch?.unwatch();
+    this.watch = null;
+    const gone = (st: XenbusState) => st === XenbusState.Closing || st === XenbusState.Closed || st === XenbusState.Unknown || st === XenbusState.InitWait;
+    await setState(xs, this.ctx.frontPath, XenbusState.Closing).catch((e) => log.warn({ err: e }, "cannot write Closing"));
+    await waitForState(xs, backState, gone, { timeoutMs }).catch((e) => log.warn({ err: e }, "the back end did not answer Closing"));
+    await this.stopWorkers();
+    const failed = await s.resources.run(log);
+    if (failed.length > 0) log.error({ failed }, "some resources could not be released");
+    await setState(xs, this.ctx.frontPath, XenbusState.Closed).catch((e) => log.warn({ err: e }, "cannot write Closed"));
+    const closed = (st: XenbusState) => st === XenbusState.Closed || st === XenbusState.Unknown || st === XenbusState.InitWait;
+    await waitForState(xs, backState, closed, { timeoutMs }).catch((e) => log.warn({ err: e }, "the back end did not answer Closed"));
+  }
+}
+
+/**
+ * Open a session: wait for the back end's offer, share rings and data pages, allocate the
+ * channels, start the workers on the context's queues, publish our keys, go Connected.
+ * On failure everything taken is released and our state is Closed.
+ */
+async function openSession(ctx: Context, abandoned: () => boolean = () => false): Promise<Session> {
+  const { platform, frontPath, timeoutMs, log } = ctx;
+  const xs = platform.xenstore;
+  log.info({ frontPath }, "waiting for the back end");
+  const info = await awaitBackend(xs, frontPath, { timeoutMs, signal: ctx.abort.signal });
+  if (!info.features.splitEventChannels) {
+    throw new NetError("UNSUPPORTED", `the back end at ${info.backendPath} does not offer feature-split-event-channels, which this version needs`);
+  }
+  const be = info.backendId;
+  // A TX request's size is a u16 (XEN_NETIF_MAX_TX_SIZE), so we send at most 65535 bytes;
+  // RX responses size each fragment on its own, so we accept a 64 KiB payload plus its header.
+  const sendMax = info.features.sg ? MAX_PACKET_SIZE : info.mtu + ETH_HLEN;
+  const recvMax = info.features.sg ? MAX_PACKET_SIZE + ETH_HLEN : info.mtu + ETH_HLEN;
+  const res = new Cleanup();
+  try {
+    const share = (count: number, writable: boolean): SharedPages => {
+      const s = platform.gnttab.share(be, count, writable);
+      res.add("unshare pages", () => unshareWhenFree(platform, s, timeoutMs));
+      return s;
+    };
+    const txRing = share(1, true);
+    const rxRing = share(1, true);
+    const txData = share(DATA_PAGES, false);
+    const rxData = share(DATA_PAGES, true);
+    const channel = (): { h: EventChannels; port: number } => {
+      const h = platform.openEventChannels();
+      res.add("close event channel", () => h.close());
+      return { h, port: h.allocUnbound(be) };
+    };
+    const tx = channel();
+    const rx = channel();
+    const start = async (role: RoleName, ch: { h: EventChannels; port: number }, ring: SharedPages, data: SharedPages) => {
+      const w = await RingWorkerHandle.start(
+        {
+          role,
+          platform: platform.descriptor,
+          evtchn: ch.h.descriptor,
+          port: ch.port,
+          control: role === "front-tx" ? ctx.txControl : ctx.rxControl,
+          queue: role === "front-tx" ? ctx.txQueue : ctx.rxQueue,
+          ring: ring.descriptor,
+          data: { pages: data.descriptor, refs: [...data.refs] },
+          peer: be,
+          maxFrame: role === "front-tx" ? sendMax : recvMax,
+        },
+        ch.h,
+        ctx.events,
+      );
+      res.add(`stop ${role} worker`, () => w.stop());
+      return w;
+    };
+    const sender = await start("front-tx", tx, txRing, txData);
+    const receiver = await start("front-rx", rx, rxRing, rxData);
+    if (abandoned()) throw new NetError("DISCONNECTED", "the device was disconnected while connecting");
+    await publishFrontend(
+      xs,
+      frontPath,
+      {
+        txRingRef: txRing.refs[0]!,
+        rxRingRef: rxRing.refs[0]!,
+        eventChannel: { tx: tx.port, rx: rx.port },
+        features: { sg: true, gsoTcpv4: false, gsoTcpv6: false, rxNotify: true, noCsumOffload: false, ipv6CsumOffload: false },
+      },
+      { numQueuesKey: info.features.multiQueue },
+    );
+    log.info({ backend: info.backendPath, mac: info.mac, mtu: info.mtu, sendMax, recvMax }, "connected");
+    return { info, sender, receiver, resources: res, sendMax };
+  } catch (e) {
+    await res.run(log);
+    await setState(xs, frontPath, XenbusState.Closed).catch(() => {});
+    throw e;
   }
 }
 

@@ -32,6 +32,8 @@ export class RingWorkerHandle {
     running: (ok: boolean, failure: string | null) => void,
   ) {
     this.control = new Control(init.control);
+    // The control block may have served an earlier worker (a reconnect): its counters go on.
+    this.control.resetRun();
     this.queue = new FrameQueue(init.queue);
     this.worker = new Worker(WORKER_URL);
     let settle: (f: string | null) => void = () => {};

@@ -72,6 +72,15 @@ export class Control {
     Atomics.notify(this.words, W_STATE);
   }
 
+  /** Ready for a new worker on the same counters: not stopping, not failed, peer not yet connected. */
+  resetRun(): void {
+    Atomics.store(this.words, W_STATE, WorkerState.starting);
+    Atomics.store(this.words, W_STOP, 0);
+    Atomics.store(this.words, W_PEER_CONNECTED, 0);
+    Atomics.store(this.words, W_ERROR_LEN, 0);
+    Atomics.store(this.words, W_BACKLOG, 0);
+  }
+
   requestStop(): void {
     Atomics.store(this.words, W_STOP, 1);
   }

@@ -23,11 +23,11 @@ export async function simVif(opts: { devid?: number; sim?: Parameters<typeof Sim
     frontPlatform,
     backPlatform,
     serve: (o: { timeoutMs?: number } = {}) => Netback.serve({ platform: backPlatform, frontendDomid: guest, devid, logger: silent, ...o }),
-    connect: (o: { timeoutMs?: number; awaitBackend?: boolean } = {}) => Netfront.connect({ platform: frontPlatform, devid, logger: silent, ...o }),
+    connect: (o: { timeoutMs?: number; awaitBackend?: boolean; reconnect?: boolean } = {}) => Netfront.connect({ platform: frontPlatform, devid, logger: silent, ...o }),
     /** Both ends connected, backend offered first. */
-    async pair() {
-      const [back, front] = await Promise.all([this.serve(), this.connect()]);
-      return { back, front };
+    async pair(front: { reconnect?: boolean } = {}) {
+      const [back, frontDev] = await Promise.all([this.serve(), this.connect(front)]);
+      return { back, front: frontDev };
     },
   };
 }
