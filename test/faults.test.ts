@@ -177,3 +177,40 @@ describe("the back end restarts", () => {
     vif.dom0.close();
   });
 });
+
+describe("the back end's driver domain is destroyed", () => {
+  test("the front end closes its session, gets every page back, and waits; disconnect still works", async () => {
+    const { SimHypervisor, Netback, Netfront, createVif } = await import("../src/main/index.ts");
+    const { silent } = await import("./helpers/vif.ts");
+    const hv = SimHypervisor.create({ pages: 4096 });
+    const guest = hv.createDomain();
+    const driver = hv.createDomain();
+    const dom0 = hv.platform(0);
+    const paths = await createVif(dom0.xenstore, { frontDomid: guest, backDomid: driver, devid: 0, mac: "00:16:3e:00:00:07" });
+    const backPlatform = hv.platform(driver);
+    const frontPlatform = hv.platform(guest);
+    const [back, front] = await Promise.all([
+      Netback.serve({ platform: backPlatform, frontendDomid: guest, logger: silent, timeoutMs: 1000 }),
+      Netfront.connect({ platform: frontPlatform, logger: silent, timeoutMs: 1000 }),
+    ]);
+    let got = 0;
+    back.listen(() => got++);
+    for (let i = 0; i < 100; i++) await front.write(new Uint8Array(1514));
+    await until(() => got === 100);
+
+    hv.destroyDomain(driver);
+    // The front end notices, ends its session and can end access to every page: the dead
+    // domain's mappings went with it.
+    await until(() => hv.leaks([guest]).length === 0);
+    expect(front.connected).toBe(true); // waiting for a back end to come back
+    expect(await dom0.xenstore.read(`${paths.frontPath}/state`)).not.toBe("4");
+    const t0 = performance.now();
+    await front.disconnect();
+    expect(performance.now() - t0).toBeLessThan(1000);
+    await back.disconnect(); // the dead domain's objects wind down without a hypervisor
+    expect(hv.leaks()).toEqual([]);
+    frontPlatform.close();
+    backPlatform.close();
+    dom0.close();
+  });
+});

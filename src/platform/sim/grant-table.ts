@@ -74,6 +74,8 @@ export class GrantTables {
   constructor(
     state: GrantTableState,
     readonly pool: PagePool,
+    /** Int32 per domain, 1 while it exists (the hypervisor's domain list). */
+    private readonly domains: Int32Array,
   ) {
     this.e = new Int32Array(state.entries);
     this.held = new Int32Array(state.mapsHeld);
@@ -87,6 +89,10 @@ export class GrantTables {
 
   validRef(ref: number): boolean {
     return Number.isInteger(ref) && ref >= FIRST_GRANT_REF && ref < FIRST_GRANT_REF + this.perDomain;
+  }
+
+  alive(d: DomId): boolean {
+    return Atomics.load(this.domains, d) === 1;
   }
 
   validDomain(d: number): boolean {
@@ -165,6 +171,25 @@ export class GrantTables {
     if (left === ORPHANED && Atomics.compareExchange(this.e, b + F_WORD, ORPHANED, FREE) === ORPHANED) {
       this.pool.free(Atomics.load(this.e, b + F_PAGE));
     }
+  }
+
+  /**
+   * The peer domain is gone: only a grant's peer can map or copy it, so every user of a grant
+   * to `peer` was that domain, and Xen drops its mappings with it. Its owner can end access now.
+   */
+  dropUsersOf(peer: DomId): void {
+    for (let b = 0; b < this.e.length; b += FIELDS) {
+      for (;;) {
+        const w = Atomics.load(this.e, b + F_WORD);
+        if (w >> 2 === 0 || Atomics.load(this.e, b + F_PEER) !== peer) break;
+        const state = w & STATE_MASK;
+        // An orphaned grant whose last user was the dead domain ends with it.
+        if (Atomics.compareExchange(this.e, b + F_WORD, w, state === ORPHANED ? FREE : state) !== w) continue;
+        if (state === ORPHANED) this.pool.free(Atomics.load(this.e, b + F_PAGE));
+        break;
+      }
+    }
+    Atomics.store(this.held, peer, 0);
   }
 
   /**
@@ -307,6 +332,8 @@ export class SimGrantTable implements GrantTable {
   unmap(m: MappedPages<Uint8Array> | MappedPages<ReadonlyPage>): void {
     if (unmapped.has(m)) throw new PlatformError("EINVAL", "gnttab.unmap", `mapping of grants [${m.refs.join(",")}] of domain ${m.owner} already unmapped`);
     unmapped.add(m);
+    // Our domain was destroyed: the hypervisor already dropped every mapping it had.
+    if (!this.t.alive(this.domid)) return;
     for (const r of m.refs) this.t.release(m.owner, r);
     this.t.addMapsHeld(this.domid, -m.refs.length);
   }

@@ -50,11 +50,11 @@ export class SimHypervisor {
   private readonly domains: Int32Array;
 
   private constructor(readonly state: SimHypervisorState) {
+    this.domains = new Int32Array(state.domains);
     this.pool = new PagePool(state.pool);
-    this.grants = new GrantTables(state.grants, this.pool);
+    this.grants = new GrantTables(state.grants, this.pool, this.domains);
     this.evtchn = new EventChannelTable(state.evtchn);
     this.xenstore = new SharedXenStore(state.xenstore);
-    this.domains = new Int32Array(state.domains);
   }
 
   /** A new hypervisor with domain 0 (privileged, the toolstack's domain) already running. */
@@ -100,9 +100,9 @@ export class SimHypervisor {
   }
 
   /**
-   * Destroy a domain, as `xl destroy` does: its grants end (pages another domain still maps
-   * stay until unmapped), its event channels close (their remote ends go unbound), its pages
-   * are freed, and its xenstore home is removed. Its JS objects in this process live on, but
+   * Destroy a domain, as `xl destroy` does: the mappings it held are dropped, its grants end
+   * (pages another domain still maps stay until unmapped), its event channels close (their
+   * remote ends go unbound), its pages are freed, and its xenstore home is removed. Its JS objects in this process live on, but
    * every hypervisor call they make now fails or finds nothing.
    */
   destroyDomain(domid: DomId): void {
@@ -111,6 +111,7 @@ export class SimHypervisor {
     if (!this.exists(domid)) throw new PlatformError("ENOENT", op, `no domain ${domid}`);
     Atomics.store(this.domains, domid, 0);
     this.evtchn.closeDomain(domid);
+    this.grants.dropUsersOf(domid);
     const held = new Set(this.grants.revokeAll(domid));
     for (let page = 0; page < this.pool.count; page++) {
       if (this.pool.owner(page) === domid && !held.has(page)) this.pool.free(page);
