@@ -2,14 +2,8 @@
 import { describe, expect, test } from "bun:test";
 import { HandshakeError, PlatformError } from "../src/main/index.ts";
 import { simVif } from "./helpers/vif.ts";
+import { until } from "./helpers/until.ts";
 
-async function until(cond: () => boolean, ms = 5000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error("condition not met in time");
-    await Bun.sleep(2);
-  }
-}
 
 describe("faults", () => {
   for (const which of ["sender", "receiver"] as const) {

@@ -4,14 +4,8 @@ import pino from "pino";
 import { Writable } from "node:stream";
 import { NetError } from "../src/main/index.ts";
 import { simVif } from "./helpers/vif.ts";
+import { until } from "./helpers/until.ts";
 
-async function until(cond: () => boolean, ms = 5000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error("condition not met in time");
-    await Bun.sleep(2);
-  }
-}
 
 async function withPair(fn: (p: Awaited<ReturnType<Awaited<ReturnType<typeof simVif>>["pair"]>>) => Promise<void>): Promise<void> {
   const vif = await simVif();

@@ -2,6 +2,7 @@
 import { describe, expect, test } from "bun:test";
 import { Netback } from "../src/main/index.ts";
 import { simVif } from "./helpers/vif.ts";
+import { until } from "./helpers/until.ts";
 
 type Vif = Awaited<ReturnType<typeof simVif>>;
 
@@ -9,13 +10,6 @@ async function states(vif: Vif): Promise<[string | null, string | null]> {
   return [await vif.dom0.xenstore.read(`${vif.paths.frontPath}/state`), await vif.dom0.xenstore.read(`${vif.paths.backPath}/state`)];
 }
 
-async function until(cond: () => boolean | Promise<boolean>, ms = 5000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error("condition not met in time");
-    await Bun.sleep(2);
-  }
-}
 
 /** One frame each way, checked, then both ends closed and the leak check run. */
 async function exchangeAndClose(vif: Vif, back: Netback, front: Awaited<ReturnType<Vif["connect"]>>): Promise<void> {

@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { SimHypervisor } from "../src/platform/sim/index.ts";
-import { PlatformError } from "../src/platform/types.ts";
+import { code } from "./helpers/errors.ts";
 
 function setup() {
   const hv = SimHypervisor.create({ pages: 16 });
@@ -9,15 +9,6 @@ function setup() {
   return { hv, front, back };
 }
 
-function code(f: () => unknown): string {
-  try {
-    f();
-  } catch (e) {
-    if (e instanceof PlatformError) return e.code;
-    throw e;
-  }
-  return "no error";
-}
 
 /** Bind a channel the way netfront/netback do: the front allocates, the back binds. */
 function connect() {

@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, test } from "bun:test";
 import { SimHypervisor } from "../src/platform/sim/index.ts";
-import { GNTST, PlatformError, type CopySegment } from "../src/platform/types.ts";
+import { GNTST, type CopySegment } from "../src/platform/types.ts";
+import { code } from "./helpers/errors.ts";
 
 let hv: SimHypervisor;
 function setup(opts = {}) {
@@ -11,15 +12,6 @@ function setup(opts = {}) {
 }
 afterEach(() => hv?.xenstore && undefined);
 
-function code(f: () => unknown): string {
-  try {
-    f();
-  } catch (e) {
-    if (e instanceof PlatformError) return e.code;
-    throw e;
-  }
-  return "no error";
-}
 
 describe("simulated grant table", () => {
   test("a shared page is seen by the peer that maps it, and writes go both ways", () => {

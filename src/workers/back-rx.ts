@@ -22,7 +22,7 @@ import {
 import { GNTST, pageViews, type CopySegment, type GrantTable } from "../platform/types.ts";
 import { Control, Counter } from "./control.ts";
 import { FrameQueue } from "./frame-queue.ts";
-import type { PeerNotifier, RingRole, RingWorkerInit } from "./role.ts";
+import { dropPacket, type PeerNotifier, type RingRole, type RingWorkerInit } from "./role.ts";
 
 export class BackRx implements RingRole {
   private readonly ring: BackRing;
@@ -88,9 +88,7 @@ export class BackRx implements RingRole {
         // so the front end drops the frame whole.
         for (let i = 0; i < slots; i++) r.view.setInt16(r.slotOffset(first + i) + RX_RESPONSE.status, NETIF_RSP.error, true);
         const ref = (segs[failed]!.dest as { ref: number }).ref;
-        this.ctl.add(Counter.drops, 1);
-        this.ctl.add(Counter.errors, 1);
-        this.onError(new ProtocolError("BAD_GREF", `rx_request.gref`, ref, `grant copy to the front end failed with GNTST ${segs[failed]!.status}`));
+        dropPacket(this.ctl, this.onError, new ProtocolError("BAD_GREF", `rx_request.gref`, ref, `grant copy to the front end failed with GNTST ${segs[failed]!.status}`));
       } else {
         this.ctl.add(Counter.packets, 1);
         this.ctl.add(Counter.bytes, len);

@@ -20,7 +20,7 @@ import { GNTST, pageViews, type CopySegment, type GrantTable } from "../platform
 import { Control, Counter } from "./control.ts";
 import { FrameQueue } from "./frame-queue.ts";
 import { packMeta } from "./frame-meta.ts";
-import type { PeerNotifier, RingRole, RingWorkerInit } from "./role.ts";
+import { dropPacket, QueueFull, type PeerNotifier, type RingRole, type RingWorkerInit } from "./role.ts";
 
 /** A fatal peer error: the worker stops on it. */
 export class PeerBroken extends Error {
@@ -36,7 +36,7 @@ export class BackTx implements RingRole {
   private readonly rsp: TxResponse = { id: 0, status: 0 };
   /** Reused copy segments, one per possible fragment. */
   private readonly segs: CopySegment[];
-  private blockedOn = -1;
+  private readonly full: QueueFull;
 
   constructor(
     init: RingWorkerInit,
@@ -48,6 +48,7 @@ export class BackTx implements RingRole {
   ) {
     this.ring = new BackRing(pageViews(init.ring)[0]!, TX_REQUEST_SIZE);
     this.ring.attach();
+    this.full = new QueueFull(q);
     this.limits = { ...DEFAULT_TX_LIMITS, maxPacketSize: Math.min(init.maxFrame, q.maxRecord, DEFAULT_TX_LIMITS.maxPacketSize) };
     this.segs = Array.from({ length: this.limits.fatalSlots }, () => ({
       source: { domid: init.peer, ref: 0, offset: 0 },
@@ -66,12 +67,12 @@ export class BackTx implements RingRole {
       const p = parseTxPacket(r, r.reqCons, avail, this.limits);
       if (isTxParseError(p)) {
         if (p.fatal) throw new PeerBroken(p.error);
-        this.drop(p.error);
+        dropPacket(this.ctl, this.onError, p.error);
         this.respond(p.ids, p.slots - p.ids.length, NETIF_RSP.error);
       } else {
         const off = q.reserve(p.size);
         if (off < 0) {
-          this.blockedOn = p.size;
+          this.full.block(p.size);
           break;
         }
         const ids = p.frags.map((f) => f.id);
@@ -86,7 +87,7 @@ export class BackTx implements RingRole {
           // A grant the front end never gave us, or gave and took back: drop, answer ERROR.
           const f = p.frags[failed]!;
           const st = this.segs[failed]!.status;
-          this.drop(new ProtocolError("BAD_GREF", `tx_request[${failed}].gref`, f.gref, `grant copy from the front end failed with GNTST ${st}`));
+          dropPacket(this.ctl, this.onError, new ProtocolError("BAD_GREF", `tx_request[${failed}].gref`, f.gref, `grant copy from the front end failed with GNTST ${st}`));
           this.respond(ids, p.slots - ids.length, NETIF_RSP.error);
         }
       }
@@ -135,22 +136,13 @@ export class BackTx implements RingRole {
     }
   }
 
-  private drop(e: ProtocolError): void {
-    this.ctl.add(Counter.drops, 1);
-    this.ctl.add(Counter.errors, 1);
-    this.onError(e);
-  }
-
   prepareSleep(): boolean {
-    if (this.blockedOn >= 0) {
-      this.q.setProducerWaiting(true);
-      return this.q.hasRoom(this.blockedOn);
-    }
+    // Blocked on a full queue: the main thread kicks us when it makes room.
+    if (this.full.blocked) return this.full.prepareSleep();
     return this.ring.finalCheckForRequests();
   }
 
   woke(): void {
-    this.q.setProducerWaiting(false);
-    this.blockedOn = -1;
+    this.full.woke();
   }
 }

@@ -21,7 +21,7 @@ import { pageViews } from "../platform/types.ts";
 import { Control, Counter } from "./control.ts";
 import { FrameQueue } from "./frame-queue.ts";
 import { packMeta } from "./frame-meta.ts";
-import type { PeerNotifier, RingRole, RingWorkerInit } from "./role.ts";
+import { dropPacket, QueueFull, type PeerNotifier, type RingRole, type RingWorkerInit } from "./role.ts";
 
 export class FrontRx implements RingRole {
   private readonly ring: FrontRing;
@@ -29,8 +29,7 @@ export class FrontRx implements RingRole {
   private readonly refs: number[];
   private readonly limits: RxLimits;
   private readonly req: RxRequest = { id: 0, gref: 0 };
-  /** Size of the frame waiting for queue space, or -1. */
-  private blockedOn = -1;
+  private readonly full: QueueFull;
 
   constructor(
     init: RingWorkerInit,
@@ -41,6 +40,7 @@ export class FrontRx implements RingRole {
   ) {
     if (init.data === null) throw new Error("front-rx needs data pages");
     this.ring = new FrontRing(pageViews(init.ring)[0]!, RX_REQUEST_SIZE);
+    this.full = new QueueFull(q);
     this.pages = pageViews(init.data.pages);
     this.refs = init.data.refs;
     if (this.pages.length !== this.ring.size) throw new Error(`front-rx needs one page per slot (${this.ring.size})`);
@@ -76,7 +76,7 @@ export class FrontRx implements RingRole {
       const start = r.rspCons;
       const p = parseRxPacket(r, start, avail, this.limits);
       if (isRxParseError(p)) {
-        this.drop(p.error);
+        dropPacket(this.ctl, this.onError, p.error);
         this.consume(p.slots);
         avail -= p.slots;
         moved = true;
@@ -84,7 +84,7 @@ export class FrontRx implements RingRole {
       }
       const badId = p.frags.find((f) => f.id !== ((start + f.slot) & r.mask));
       if (badId !== undefined) {
-        this.drop(new ProtocolError("BAD_ID", `rx_response[${badId.slot}].id`, badId.id, `the buffer in this slot was posted as id ${(start + badId.slot) & r.mask}`));
+        dropPacket(this.ctl, this.onError, new ProtocolError("BAD_ID", `rx_response[${badId.slot}].id`, badId.id, `the buffer in this slot was posted as id ${(start + badId.slot) & r.mask}`));
         this.consume(p.slots);
         avail -= p.slots;
         moved = true;
@@ -92,7 +92,7 @@ export class FrontRx implements RingRole {
       }
       const off = q.reserve(p.size);
       if (off < 0) {
-        this.blockedOn = p.size;
+        this.full.block(p.size);
         break;
       }
       let pos = off;
@@ -114,23 +114,13 @@ export class FrontRx implements RingRole {
     return moved;
   }
 
-  private drop(e: ProtocolError): void {
-    this.ctl.add(Counter.drops, 1);
-    this.ctl.add(Counter.errors, 1);
-    this.onError(e);
-  }
-
   prepareSleep(): boolean {
-    if (this.blockedOn >= 0) {
-      // Waiting for the main thread to make room; it kicks us when it does.
-      this.q.setProducerWaiting(true);
-      return this.q.hasRoom(this.blockedOn);
-    }
+    // Blocked on a full queue: the main thread kicks us when it makes room.
+    if (this.full.blocked) return this.full.prepareSleep();
     return this.ring.finalCheckForResponses();
   }
 
   woke(): void {
-    this.q.setProducerWaiting(false);
-    this.blockedOn = -1;
+    this.full.woke();
   }
 }

@@ -1,7 +1,8 @@
 /** What a ring worker runs: one role per ring and end (front/back × TX/RX). */
 import type { DomId, EventChannels, PagesDescriptor, PlatformDescriptor, Port } from "../platform/types.ts";
+import type { ProtocolError } from "../protocol/errors.ts";
 import { Counter, type Control, type ControlState } from "./control.ts";
-import type { FrameQueueState } from "./frame-queue.ts";
+import type { FrameQueue, FrameQueueState } from "./frame-queue.ts";
 
 export type RoleName = "front-tx" | "front-rx" | "back-tx" | "back-rx";
 
@@ -48,4 +49,38 @@ export class PeerNotifier {
     this.evtchn.notify(this.port);
     this.ctl.add(Counter.notifies, 1);
   }
+}
+
+/** A role that produces into the main thread's queue and stopped because it was full. */
+export class QueueFull {
+  /** Bytes of the frame waiting for room, or -1. */
+  private need = -1;
+
+  constructor(private readonly q: FrameQueue) {}
+
+  block(len: number): void {
+    this.need = len;
+  }
+
+  get blocked(): boolean {
+    return this.need >= 0;
+  }
+
+  /** Raise the producer flag (the main thread kicks us when it frees room); true if room came meanwhile. */
+  prepareSleep(): boolean {
+    this.q.setProducerWaiting(true);
+    return this.q.hasRoom(this.need);
+  }
+
+  woke(): void {
+    this.q.setProducerWaiting(false);
+    this.need = -1;
+  }
+}
+
+/** A packet dropped because the peer broke a rule: counted as a drop and an error, reported. */
+export function dropPacket(ctl: Control, onError: (e: ProtocolError) => void, e: ProtocolError): void {
+  ctl.add(Counter.drops, 1);
+  ctl.add(Counter.errors, 1);
+  onError(e);
 }

@@ -5,120 +5,142 @@
  */
 import { BackRing, FrontRing, RX_REQUEST_SIZE, TX_REQUEST_SIZE, type ProtocolError } from "../../src/protocol/index.ts";
 import { SimHypervisor } from "../../src/platform/sim/index.ts";
+import type { EventChannels, GrantTable } from "../../src/platform/types.ts";
 import { Control, createControlState } from "../../src/workers/control.ts";
 import { FrameQueue, createFrameQueueState } from "../../src/workers/frame-queue.ts";
-import { FrontRx } from "../../src/workers/front-rx.ts";
-import { BackTx } from "../../src/workers/back-tx.ts";
-import { FrontTx } from "../../src/workers/front-tx.ts";
 import { BackRx } from "../../src/workers/back-rx.ts";
-import { PeerNotifier, type RingWorkerInit } from "../../src/workers/role.ts";
+import { BackTx } from "../../src/workers/back-tx.ts";
+import { FrontRx } from "../../src/workers/front-rx.ts";
+import { FrontTx } from "../../src/workers/front-tx.ts";
+import { PeerNotifier, type RingRole, type RingWorkerInit, type RoleName } from "../../src/workers/role.ts";
 
-function machine() {
-  const hv = SimHypervisor.create({ pages: 1024 });
-  const guest = hv.createDomain();
-  return { hv, guest, front: hv.platform(guest), back: hv.platform(0) };
+interface Built<R> {
+  hv: SimHypervisor;
+  guest: number;
+  role: R;
+  ctl: Control;
+  q: FrameQueue;
+  errors: ProtocolError[];
+  /** The guest's data pages and their grant refs. */
+  pages: readonly Uint8Array[];
+  refs: readonly number[];
+  close(): void;
 }
 
-/** Our FrontRx against a scripted back end (which holds the BackRing and may grant-copy). */
-export function frontRxHarness(queueBytes = 1 << 20) {
-  const { hv, guest, front, back } = machine();
+type MakeRole<R> = (init: RingWorkerInit, q: FrameQueue, ctl: Control, kick: PeerNotifier, gnttab: GrantTable, onError: (e: ProtocolError) => void) => R;
+
+/**
+ * A guest (domain 1) shares a ring page and `dataPages` pages with dom0 and allocates the
+ * channel; dom0 maps the ring and binds. `ours` says which end runs our role: the guest (a
+ * front-end role, the scripted peer gets dom0's mapping) or dom0 (a back-end role).
+ */
+function build<R extends RingRole>(
+  role: RoleName,
+  ours: "front" | "back",
+  dataPages: number,
+  dataWritable: boolean,
+  queueBytes: number,
+  maxFrame: number,
+  make: MakeRole<R>,
+): Built<R> & { peerPage: Uint8Array; renew(): void } {
+  const hv = SimHypervisor.create({ pages: 1024 });
+  const guest = hv.createDomain();
+  const front = hv.platform(guest);
+  const back = hv.platform(0);
   const ring = front.gnttab.share(0, 1, true);
-  const data = front.gnttab.share(0, 256, true);
+  const data = front.gnttab.share(0, dataPages, dataWritable);
   const fh = front.openEventChannels();
-  const port = fh.allocUnbound(0);
+  const fport = fh.allocUnbound(0);
   const bh = back.openEventChannels();
-  bh.bindInterdomain(guest, port);
+  const bport = bh.bindInterdomain(guest, fport);
+  const mapped = back.gnttab.map(guest, ring.refs, true);
+  const mine: { platform: typeof front; h: EventChannels; port: number } = ours === "front" ? { platform: front, h: fh, port: fport } : { platform: back, h: bh, port: bport };
   const init: RingWorkerInit = {
-    role: "front-rx",
-    platform: front.descriptor,
-    evtchn: fh.descriptor,
-    port,
+    role,
+    platform: mine.platform.descriptor,
+    evtchn: mine.h.descriptor,
+    port: mine.port,
     control: createControlState(),
     queue: createFrameQueueState(queueBytes),
-    ring: ring.descriptor,
-    data: { pages: data.descriptor, refs: [...data.refs] },
-    peer: 0,
-    maxFrame: 65549,
+    ring: ours === "front" ? ring.descriptor : mapped.descriptor!,
+    data: ours === "front" ? { pages: data.descriptor, refs: [...data.refs] } : null,
+    peer: ours === "front" ? 0 : guest,
+    maxFrame,
   };
   const ctl = new Control(init.control);
   const q = new FrameQueue(init.queue);
   const errors: ProtocolError[] = [];
-  const mapped = back.gnttab.map(guest, ring.refs, true);
-  const peer = new BackRing(mapped.pages[0]!, RX_REQUEST_SIZE);
   const h = {
     hv,
     guest,
-    back,
-    role: null as unknown as FrontRx,
+    role: null as unknown as R,
     ctl,
     q,
     errors,
-    peer,
-    dataPages: data.pages,
-    /** A fresh FrontRx on the same pages (as after a reconnect): ring re-initialised, buffers posted. */
-    reset() {
-      h.role = new FrontRx(init, q, ctl, new PeerNotifier(fh, port, ctl), (e) => errors.push(e));
-      peer.attach();
+    pages: data.pages,
+    refs: data.refs,
+    /** The ring page as the scripted peer sees it. */
+    peerPage: ours === "front" ? mapped.pages[0]! : ring.pages[0]!,
+    /** A fresh role on the same pages, as after a reconnect. */
+    renew() {
+      h.role = make(init, q, ctl, new PeerNotifier(mine.h, mine.port, ctl), mine.platform.gnttab, (e) => errors.push(e));
     },
-    close: () => {
+    close() {
       back.gnttab.unmap(mapped);
       front.close();
       back.close();
     },
   };
-  h.reset();
   return h;
+}
+
+/** Our FrontRx against a scripted back end (which holds the BackRing and fills our pages). */
+export function frontRxHarness(queueBytes = 1 << 20) {
+  const b = build("front-rx", "front", 256, true, queueBytes, 65549, (i, q, c, k, _g, e) => new FrontRx(i, q, c, k, e));
+  const peer = new BackRing(b.peerPage, RX_REQUEST_SIZE);
+  const reset = () => {
+    b.renew(); // the role initialises the ring and posts its buffers
+    peer.attach();
+  };
+  reset();
+  return Object.assign(b, { peer, dataPages: b.pages, reset });
+}
+
+/** Our FrontTx against a scripted back end that answers (or mangles) its requests. */
+export function frontTxHarness() {
+  const b = build("front-tx", "front", 256, false, 4 << 20, 65535, (i, q, c, k, _g, e) => new FrontTx(i, q, c, k, e));
+  b.ctl.setPeerConnected(true);
+  const peer = new BackRing(b.peerPage, TX_REQUEST_SIZE);
+  const reset = () => {
+    b.renew();
+    peer.attach();
+  };
+  reset();
+  return Object.assign(b, { peer, reset });
 }
 
 /** Our BackTx against a scripted front end (which holds the FrontRing and shares pages). */
 export function backTxHarness(queueBytes = 1 << 20) {
-  const { hv, guest, front, back } = machine();
-  const ring = front.gnttab.share(0, 1, true);
-  const data = front.gnttab.share(0, 16, false);
-  const fh = front.openEventChannels();
-  const fport = fh.allocUnbound(0);
-  const bh = back.openEventChannels();
-  const port = bh.bindInterdomain(guest, fport);
-  const peer = new FrontRing(ring.pages[0]!, TX_REQUEST_SIZE);
-  const mapped = back.gnttab.map(guest, ring.refs, true);
-  const init: RingWorkerInit = {
-    role: "back-tx",
-    platform: back.descriptor,
-    evtchn: bh.descriptor,
-    port,
-    control: createControlState(),
-    queue: createFrameQueueState(queueBytes),
-    ring: mapped.descriptor!,
-    data: null,
-    peer: guest,
-    maxFrame: 65535,
+  const b = build("back-tx", "back", 16, false, queueBytes, 65535, (i, q, c, k, g, e) => new BackTx(i, q, c, k, g, e));
+  const peer = new FrontRing(b.peerPage, TX_REQUEST_SIZE);
+  const reset = () => {
+    peer.init(); // the front end initialises; the role attaches
+    b.renew();
   };
-  const ctl = new Control(init.control);
-  const q = new FrameQueue(init.queue);
-  const errors: ProtocolError[] = [];
-  const h = {
-    hv,
-    guest,
-    role: null as unknown as BackTx,
-    ctl,
-    q,
-    errors,
-    peer,
-    pages: data.pages,
-    refs: data.refs,
-    /** A fresh ring and a fresh BackTx (as after the front end reconnects). */
-    reset() {
-      peer.init();
-      h.role = new BackTx(init, q, ctl, new PeerNotifier(bh, port, ctl), back.gnttab, (e) => errors.push(e));
-    },
-    close: () => {
-      back.gnttab.unmap(mapped);
-      front.close();
-      back.close();
-    },
+  reset();
+  return Object.assign(b, { peer, reset });
+}
+
+/** Our BackRx against a scripted front end that posts (or mangles) RX buffers, one page per slot. */
+export function backRxHarness() {
+  const b = build("back-rx", "back", 256, true, 4 << 20, 65549, (i, q, c, k, g, e) => new BackRx(i, q, c, k, g, e));
+  const peer = new FrontRing(b.peerPage, RX_REQUEST_SIZE);
+  const reset = () => {
+    peer.init();
+    b.renew();
   };
-  h.reset();
-  return h;
+  reset();
+  return Object.assign(b, { peer, reset });
 }
 
 /** Take every frame queued for the main thread: bytes and meta. */
@@ -129,100 +151,4 @@ export function drainQueue(q: FrameQueue): { bytes: Uint8Array; meta: number }[]
     q.release(off);
   }
   return out;
-}
-
-/** Our FrontTx against a scripted back end that answers (or mangles) its requests. */
-export function frontTxHarness() {
-  const { hv, guest, front, back } = machine();
-  const ring = front.gnttab.share(0, 1, true);
-  const data = front.gnttab.share(0, 256, false);
-  const fh = front.openEventChannels();
-  const port = fh.allocUnbound(0);
-  back.openEventChannels().bindInterdomain(guest, port);
-  const init: RingWorkerInit = {
-    role: "front-tx",
-    platform: front.descriptor,
-    evtchn: fh.descriptor,
-    port,
-    control: createControlState(),
-    queue: createFrameQueueState(4 << 20),
-    ring: ring.descriptor,
-    data: { pages: data.descriptor, refs: [...data.refs] },
-    peer: 0,
-    maxFrame: 65535,
-  };
-  const ctl = new Control(init.control);
-  ctl.setPeerConnected(true);
-  const q = new FrameQueue(init.queue);
-  const errors: ProtocolError[] = [];
-  const mapped = back.gnttab.map(guest, ring.refs, true);
-  const peer = new BackRing(mapped.pages[0]!, TX_REQUEST_SIZE);
-  const h = {
-    role: null as unknown as FrontTx,
-    ctl,
-    q,
-    errors,
-    peer,
-    reset() {
-      h.role = new FrontTx(init, q, ctl, new PeerNotifier(fh, port, ctl), (e) => errors.push(e));
-      peer.attach();
-    },
-    close: () => {
-      back.gnttab.unmap(mapped);
-      front.close();
-      back.close();
-    },
-  };
-  h.reset();
-  void hv;
-  return h;
-}
-
-/** Our BackRx against a scripted front end that posts (or mangles) RX buffers. */
-export function backRxHarness() {
-  const { hv, guest, front, back } = machine();
-  const ring = front.gnttab.share(0, 1, true);
-  const data = front.gnttab.share(0, 256, true);
-  const fh = front.openEventChannels();
-  const fport = fh.allocUnbound(0);
-  const bh = back.openEventChannels();
-  const port = bh.bindInterdomain(guest, fport);
-  const peer = new FrontRing(ring.pages[0]!, RX_REQUEST_SIZE);
-  const mapped = back.gnttab.map(guest, ring.refs, true);
-  const init: RingWorkerInit = {
-    role: "back-rx",
-    platform: back.descriptor,
-    evtchn: bh.descriptor,
-    port,
-    control: createControlState(),
-    queue: createFrameQueueState(4 << 20),
-    ring: mapped.descriptor!,
-    data: null,
-    peer: guest,
-    maxFrame: 65549,
-  };
-  const ctl = new Control(init.control);
-  const q = new FrameQueue(init.queue);
-  const errors: ProtocolError[] = [];
-  const h = {
-    role: null as unknown as BackRx,
-    ctl,
-    q,
-    errors,
-    peer,
-    pages: data.pages,
-    refs: data.refs,
-    reset() {
-      peer.init();
-      h.role = new BackRx(init, q, ctl, new PeerNotifier(bh, port, ctl), back.gnttab, (e) => errors.push(e));
-    },
-    close: () => {
-      back.gnttab.unmap(mapped);
-      front.close();
-      back.close();
-    },
-  };
-  h.reset();
-  void hv;
-  return h;
 }

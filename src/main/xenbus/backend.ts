@@ -7,6 +7,7 @@ import type { DomId, XenStore, XsWatch } from "../../platform/types.ts";
 import { BACK_KEYS, FRONT_KEYS, parseFeature, XenbusState } from "../../protocol/xenbus.ts";
 import { asHandshakeError, HandshakeError } from "./errors.ts";
 import {
+  awaitPeerKeys,
   checkPathValue,
   closeEnd,
   Deadline,
@@ -21,14 +22,12 @@ import {
   U32_MAX,
   uintKey,
   waitForState,
-  waitUntil,
   watchToken,
   type CloseResult,
   type WaitOptions,
 } from "./wait.ts";
 import { DEFAULT_TX_RETRIES } from "./frontend.ts";
 
-const DOMID_MAX = 0x7fef;
 
 export interface BackendFeatures {
   sg: boolean;
@@ -100,25 +99,7 @@ export interface FrontendInfo {
  */
 export async function awaitFrontend(xs: XenStore, backPath: string, opts: WaitOptions = {}): Promise<FrontendInfo> {
   const d = new Deadline(opts);
-  const idPath = `${backPath}/${BACK_KEYS.frontendId}`;
-  const fePath = `${backPath}/${BACK_KEYS.frontend}`;
-  const { frontendId, frontendPath } = await waitUntil(
-    xs,
-    backPath,
-    async () => {
-      const id = await read(xs, idPath);
-      const fe = await read(xs, fePath);
-      if (id === null || fe === null) return null;
-      const frontendId = uintKey(idPath, id, DOMID_MAX);
-      const frontendPath = checkPathValue(fePath, fe);
-      if (!frontendPath.startsWith(`/local/domain/${frontendId}/`)) {
-        throw new HandshakeError("BAD_KEY", fePath, fe, `not under /local/domain/${frontendId}/ (frontend-id ${frontendId})`);
-      }
-      return { value: { frontendId, frontendPath } };
-    },
-    d.opts(),
-    "frontend-id and frontend keys",
-  );
+  const { id: frontendId, path: frontendPath } = await awaitPeerKeys(xs, backPath, BACK_KEYS.frontendId, BACK_KEYS.frontend, d);
 
   const S = XenbusState;
   await waitForState(xs, `${frontendPath}/${FRONT_KEYS.state}`, (s) => s === S.Initialised || s === S.Connected, d.opts());

@@ -8,7 +8,7 @@ import type { DomId, XenStore } from "../../platform/types.ts";
 import { FRONT_KEYS, BACK_KEYS, parseFeature, XenbusState } from "../../protocol/xenbus.ts";
 import { asHandshakeError, HandshakeError } from "./errors.ts";
 import {
-  checkPathValue,
+  awaitPeerKeys,
   closeEnd,
   Deadline,
   flag,
@@ -19,13 +19,10 @@ import {
   U32_MAX,
   uintKey,
   waitForState,
-  waitUntil,
   type CloseResult,
   type WaitOptions,
 } from "./wait.ts";
 
-/** Highest domain id; DOMID_FIRST_RESERVED (0x7ff0) and above are not domains. */
-const DOMID_MAX = 0x7fef;
 export const DEFAULT_MTU = 1500;
 const MTU_MIN = 68;
 const MTU_MAX = 65535;
@@ -57,27 +54,7 @@ export interface BackendInfo {
  */
 export async function awaitBackend(xs: XenStore, frontPath: string, opts: WaitOptions = {}): Promise<BackendInfo> {
   const d = new Deadline(opts);
-  const idPath = `${frontPath}/${FRONT_KEYS.backendId}`;
-  const bePath = `${frontPath}/${FRONT_KEYS.backend}`;
-  const { backendId, backendPath } = await waitUntil(
-    xs,
-    frontPath,
-    async () => {
-      const id = await read(xs, idPath);
-      const be = await read(xs, bePath);
-      if (id === null || be === null) return null;
-      const backendId = uintKey(idPath, id, DOMID_MAX);
-      const backendPath = checkPathValue(bePath, be);
-      // The backend path must lie in the backend domain's tree: a mismatch is a toolstack bug
-      // that would otherwise surface later as a confusing EACCES or a wrong grant domain.
-      if (!backendPath.startsWith(`/local/domain/${backendId}/`)) {
-        throw new HandshakeError("BAD_KEY", bePath, be, `not under /local/domain/${backendId}/ (backend-id ${backendId})`);
-      }
-      return { value: { backendId, backendPath } };
-    },
-    d.opts(),
-    "backend-id and backend keys",
-  );
+  const { id: backendId, path: backendPath } = await awaitPeerKeys(xs, frontPath, FRONT_KEYS.backendId, FRONT_KEYS.backend, d);
 
   const S = XenbusState;
   await waitForState(xs, `${backendPath}/${BACK_KEYS.state}`, (s) => s === S.InitWait || s === S.Connected, d.opts());

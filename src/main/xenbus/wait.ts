@@ -323,3 +323,34 @@ export function checkPathValue(path: string, v: string | null): string {
 }
 
 export const flag = (b: boolean): string => (b ? "1" : "0");
+
+/** Highest domain id; DOMID_FIRST_RESERVED (0x7ff0) and above are not domains. */
+export const DOMID_MAX = 0x7fef;
+
+/**
+ * Wait until our directory names the peer: its domain id (`idKey`) and its directory
+ * (`pathKey`), written late and in either order by the toolstack. Nothing is read until both
+ * exist; the directory must lie in the peer domain's tree (a mismatch is a toolstack bug that
+ * would otherwise surface later as a confusing EACCES or a grant to the wrong domain).
+ */
+export async function awaitPeerKeys(xs: XenStore, dir: string, idKey: string, pathKey: string, d: Deadline): Promise<{ id: number; path: string }> {
+  const idPath = `${dir}/${idKey}`;
+  const pPath = `${dir}/${pathKey}`;
+  return waitUntil(
+    xs,
+    dir,
+    async () => {
+      const rawId = await read(xs, idPath);
+      const rawPath = await read(xs, pPath);
+      if (rawId === null || rawPath === null) return null;
+      const id = uintKey(idPath, rawId, DOMID_MAX);
+      const path = checkPathValue(pPath, rawPath);
+      if (!path.startsWith(`/local/domain/${id}/`)) {
+        throw new HandshakeError("BAD_KEY", pPath, rawPath, `not under /local/domain/${id}/ (${idKey} ${id})`);
+      }
+      return { value: { id, path } };
+    },
+    d.opts(),
+    `${idKey} and ${pathKey} keys`,
+  );
+}
