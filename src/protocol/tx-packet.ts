@@ -28,7 +28,7 @@ export interface TxPacket {
   /** The first request's checksum flags (csum_blank, data_validated); framing bits masked off. */
   flags: number;
   frags: TxFragment[];
-  extras: ExtraInfo[];
+  extras: readonly ExtraInfo[];
   /** Ring slots used, extras included: the back end answers each one. */
   slots: number;
 }
@@ -75,6 +75,7 @@ export function parseTxPacket(
 ): TxPacket | TxParseError {
   if (available < 1) throw new RangeError("parseTxPacket needs at least one published request");
   const first = decodeTxRequest(src.view, src.slotOffset(start));
+  if ((first.flags & (NETTXF.moreData | NETTXF.extraInfo)) === 0) return parseSingle(first, limits);
   let used = 1;
   let extras: ExtraInfo[] = [];
   if (first.flags & NETTXF.extraInfo) {
@@ -141,6 +142,25 @@ export function parseTxPacket(
   }
   return { size: first.size, flags: first.flags & (NETTXF.csumBlank | NETTXF.dataValidated), frags, extras, slots: used };
 }
+
+/**
+ * The common case, one request and no extras, without the chain machinery: the same checks in
+ * the same order as the general path (page crossing is fatal; then length limits drop).
+ */
+function parseSingle(r: TxRequest, limits: TxLimits): TxPacket | TxParseError {
+  if (r.offset + r.size > GRANT_PAGE_SIZE) {
+    return fatal(new ProtocolError("FRAGMENT_CROSSES_PAGE", "tx_request[0].offset", r.offset, `offset + ${r.size} bytes crosses the ${GRANT_PAGE_SIZE}-byte page`), 1);
+  }
+  if (r.size < ETH_HLEN) {
+    return { error: new ProtocolError("PACKET_TOO_SHORT", "tx_request.size", r.size, `smaller than an Ethernet header (${ETH_HLEN})`), slots: 1, fatal: false, ids: [r.id] };
+  }
+  if (r.size > limits.maxPacketSize) {
+    return { error: new ProtocolError("PACKET_TOO_LONG", "tx_request.size", r.size, `larger than the maximum ${limits.maxPacketSize}`), slots: 1, fatal: false, ids: [r.id] };
+  }
+  return { size: r.size, flags: r.flags & (NETTXF.csumBlank | NETTXF.dataValidated), frags: [{ gref: r.gref, offset: r.offset, size: r.size, id: r.id }], extras: NO_EXTRAS, slots: 1 };
+}
+
+const NO_EXTRAS: readonly ExtraInfo[] = Object.freeze([]);
 
 export function isTxParseError(r: TxPacket | TxParseError): r is TxParseError {
   return (r as TxParseError).error !== undefined;

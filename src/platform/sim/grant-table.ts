@@ -11,7 +11,6 @@ import {
   PAGE_SIZE,
   PlatformError,
   type CopySegment,
-  type CopySide,
   type DomId,
   type GrantRef,
   type GrantStatus,
@@ -344,50 +343,60 @@ export class SimGrantTable implements GrantTable {
 
   /**
    * One GNTTABOP_copy segment. Each foreign side is pinned (a user taken) for the copy, so the
-   * owner cannot end access and reuse the page underneath it.
+   * owner cannot end access and reuse the page underneath it. Nothing is allocated: this is
+   * the back end's per-frame path.
    */
   private copyOne(s: CopySegment): GrantStatus {
     const len = s.len;
     if (!Number.isInteger(len) || len < 0 || len > PAGE_SIZE) return GNTST.badCopyArg;
-    const src = this.resolve(s.source, len, false);
-    if (src.status !== GNTST.okay) return src.status;
-    const dst = this.resolve(s.dest, len, true);
-    if (dst.status !== GNTST.okay) {
-      src.unpin();
-      return dst.status;
-    }
-    if (len > 0) dst.bytes.set(src.bytes.subarray(src.offset, src.offset + len), dst.offset);
-    src.unpin();
-    dst.unpin();
-    return GNTST.okay;
-  }
-
-  private resolve(side: CopySide, len: number, write: boolean): Resolved {
-    if ("buf" in side) {
-      if (!Number.isInteger(side.offset) || side.offset < 0 || side.offset + len > side.buf.byteLength) return BAD_ARG;
-      return { status: GNTST.okay, bytes: side.buf, offset: side.offset, unpin: noop };
-    }
-    if (!Number.isInteger(side.offset) || side.offset < 0 || side.offset + len > PAGE_SIZE) return BAD_ARG;
-    const page = this.t.acquire(side.domid, side.ref, this.domid, write);
-    if (page < 0) return { status: page as GrantStatus, bytes: EMPTY, offset: 0, unpin: noop };
     const t = this.t;
-    return {
-      status: GNTST.okay,
-      bytes: t.pool.bytes,
-      offset: t.pool.offset(page) + side.offset,
-      unpin: () => t.release(side.domid, side.ref),
-    };
+    const pool = t.pool;
+    const src = s.source;
+    const dst = s.dest;
+    let srcBytes: Uint8Array;
+    let srcOff: number;
+    let srcPinned = false;
+    if ("buf" in src) {
+      if (!Number.isInteger(src.offset) || src.offset < 0 || src.offset + len > src.buf.byteLength) return GNTST.badCopyArg;
+      srcBytes = src.buf;
+      srcOff = src.offset;
+    } else {
+      if (!Number.isInteger(src.offset) || src.offset < 0 || src.offset + len > PAGE_SIZE) return GNTST.badCopyArg;
+      const page = t.acquire(src.domid, src.ref, this.domid, false);
+      if (page < 0) return page as GrantStatus;
+      srcPinned = true;
+      srcBytes = pool.bytes;
+      srcOff = pool.offset(page) + src.offset;
+    }
+    let dstBytes: Uint8Array = pool.bytes;
+    let dstOff = 0;
+    let dstPinned = false;
+    let status: GrantStatus = GNTST.okay;
+    if ("buf" in dst) {
+      dstBytes = dst.buf;
+      dstOff = dst.offset;
+      if (!Number.isInteger(dstOff) || dstOff < 0 || dstOff + len > dst.buf.byteLength) status = GNTST.badCopyArg;
+    } else if (!Number.isInteger(dst.offset) || dst.offset < 0 || dst.offset + len > PAGE_SIZE) {
+      status = GNTST.badCopyArg;
+    } else {
+      const page = t.acquire(dst.domid, dst.ref, this.domid, true);
+      if (page < 0) status = page as GrantStatus;
+      else {
+        dstPinned = true;
+        dstOff = pool.offset(page) + dst.offset;
+      }
+    }
+    if (status === GNTST.okay && len > 0) {
+      // Both sides in the machine's memory (grant to grant, or a local buffer that lives
+      // there): copyWithin moves the bytes without making a view.
+      if (srcBytes.buffer === dstBytes.buffer && srcBytes.byteOffset === dstBytes.byteOffset) dstBytes.copyWithin(dstOff, srcOff, srcOff + len);
+      else dstBytes.set(srcBytes.subarray(srcOff, srcOff + len), dstOff);
+    }
+    if (srcPinned) t.release((src as { domid: number; ref: number }).domid, (src as { domid: number; ref: number }).ref);
+    if (dstPinned) t.release((dst as { domid: number; ref: number }).domid, (dst as { domid: number; ref: number }).ref);
+    return status;
   }
 }
 
-interface Resolved {
-  status: GrantStatus;
-  bytes: Uint8Array;
-  offset: number;
-  unpin: () => void;
-}
-const EMPTY = new Uint8Array(0);
-const noop = () => {};
-const BAD_ARG: Resolved = { status: GNTST.badCopyArg, bytes: EMPTY, offset: 0, unpin: noop };
 /** Mappings already unmapped, so a double unmap is an error and not a second release. */
 const unmapped = new WeakSet<object>();
