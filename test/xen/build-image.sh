@@ -22,7 +22,7 @@ since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 
 # --- 1. packages ---------------------------------------------------------------------------------
 pkgs=(qemu-system-x86 xen-hypervisor-4.17-amd64 xen-utils-4.17 xenstore-utils linux-image-amd64
-      busybox-static cpio kmod xz-utils iproute2 binutils)
+      busybox-static cpio kmod xz-utils iproute2)
 missing=()
 for p in "${pkgs[@]}"; do
   if [ "$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)" != installed ]; then
@@ -69,9 +69,18 @@ if [ $force = 0 ] && [ -f "$out/manifest.txt" ]; then
   exit 0
 fi
 
+# one build at a time (parallel runs): wait for the lock, then look again
+mkdir -p "$cache"
+exec 9>"$cache/.build.lock"
+flock 9
+if [ $force = 0 ] && [ -f "$out/manifest.txt" ]; then
+  log "cached image: $out"
+  echo "$out"
+  exit 0
+fi
+
 t0=$(now)
 log "building image $key (kernel $kver, Xen $xenver)"
-mkdir -p "$cache"
 work=$(mktemp -d "$cache/build.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 
@@ -135,7 +144,7 @@ for t in xl xenstored xenconsoled xen-init-dom0; do
   ln -sf "/usr/lib/xen-$xenver/bin/$t" "$r/usr/sbin/$t"
 done
 for t in /usr/bin/xenstore*; do
-  [ -L "$t" ] && { ln -sf "$(readlink "$t")" "$r/usr/bin/$(basename "$t")"; continue; }
+  [ -L "$t" ] && continue   # xenstore-control: a wrapper link into xen-common
   add_exe "$t" "usr/bin/$(basename "$t")"
 done
 add_exe /usr/sbin/ip usr/sbin/ip     # iproute2 (netns); busybox's ip is /sbin/ip
@@ -172,7 +181,7 @@ for m in "${mods[@]}"; do
     esac
   done < <(modprobe -S "$kver" --show-depends "$m")
 done
-cp "/lib/modules/$kver/modules.builtin" "/lib/modules/$kver/modules.order" "$r/lib/modules/$kver/" 2>/dev/null || true
+cp "/lib/modules/$kver/modules.builtin" "/lib/modules/$kver/modules.builtin.modinfo" "/lib/modules/$kver/modules.order" "$r/lib/modules/$kver/" 2>/dev/null || true
 depmod -b "$r" "$kver"
 printf '%s\n' "${order[@]}" > "$r/etc/xen-rig-modules"   # load order, for insmod without modprobe
 
@@ -240,17 +249,20 @@ echo "$script" > $res/started
 
 cd /mnt/host
 if [ -f "/mnt/host/$script" ]; then
-  mark "running $script $args (time bound ${timeout}s)"
-  # output: to a tmpfs file (copied to the result folder), echoed to the console as it comes;
-  # no pipe, so daemons the script leaves behind cannot hold the run open
-  : > /run/output.log
-  tail -f /run/output.log &
-  tailpid=$!
-  timeout -s KILL "$timeout" sh "/mnt/host/$script" $args </dev/null >/run/output.log 2>&1
-  rc=$?
-  [ "$rc" = 137 ] && echo "[xen-rig] $script: killed after ${timeout}s" >> /run/output.log
-  usleep 200000
-  kill $tailpid 2>/dev/null
+  mark "running $script${args:+ $args} (time bound ${timeout}s)"
+  # output: echoed to the console and kept in a tmpfs file (copied to the result folder). The
+  # script's end is known by its exit-code file, not by the pipe closing: daemons it leaves
+  # behind cannot hold the run open.
+  rm -f /run/rc /run/rc.tmp
+  { timeout -s KILL "$timeout" sh "/mnt/host/$script" $args </dev/null 2>&1
+    echo $? > /run/rc.tmp; mv /run/rc.tmp /run/rc; } | tee /run/output.log &
+  teepid=$!
+  until [ -f /run/rc ]; do usleep 50000; done
+  i=0
+  while kill -0 $teepid 2>/dev/null && [ $i -lt 10 ]; do usleep 50000; i=$((i + 1)); done
+  kill $teepid 2>/dev/null
+  rc=$(cat /run/rc)
+  [ "$rc" = 137 ] && echo "[xen-rig] $script: killed after ${timeout}s" | tee -a /run/output.log
   cp /run/output.log $res/output.log
 else
   echo "[xen-rig] no such script: /mnt/host/$script" | tee $res/output.log
