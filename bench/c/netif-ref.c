@@ -19,9 +19,9 @@
  * Modes:
  *   single   one thread alternates front and back in batches: the steady per-frame CPU cost.
  *   threads  front and back on two pthreads: throughput. A side with nothing to do spins
- *            briefly, arms the ring's event index (final check) and blocks on a futex-backed
- *            "event channel" that the peer kicks only when the ring's notify rule says so —
- *            the discipline our ring workers follow.
+ *            briefly (50 µs: a wake-up costs 20-40 µs here), arms the ring's event index (final
+ *            check) and blocks on a futex-backed "event channel" that the peer kicks only when
+ *            the ring's notify rule says so — the discipline our ring workers follow.
  *   memcpy   the floor: the two copies per frame (into the slot pages and out again), the same
  *            stamping and checking, nothing else.
  *
@@ -30,8 +30,9 @@
  * what was sent (or a protocol check failed), 2 on bad usage.
  *
  * Environment (for experiments; the defaults are what bench/compare.ts measures):
- *   NETIF_REF_BATCH  frames per turn in single mode (default 32, as bench/ring-loop.ts)
- *   NETIF_REF_SPIN   polls before blocking in threads mode (default 64, as our ring workers)
+ *   NETIF_REF_BATCH    frames per turn in single mode (default 32, as bench/ring-loop.ts)
+ *   NETIF_REF_SPIN_NS  how long a side polls before blocking in threads mode (default 50000)
+ *   NETIF_REF_FAULT    corrupt this frame on its way (tests use it to prove the check works)
  *
  * Data check. Every frame is one of NTEMPL pseudo-random templates with its sequence number
  * stamped into its first and last 8 bytes. The receiver checks both stamps of every frame
@@ -92,11 +93,7 @@ _Static_assert(__CONST_RING_SIZE(netif_rx, 4096) == NR_SLOTS, "RX ring is not 25
 
 /* A poll in a spin loop: tell the CPU we are spinning, and make the compiler re-read the
  * ring (ring.h's fields are plain, not volatile). */
-#ifdef NO_PAUSE
-#define cpu_relax() __asm__ volatile("" ::: "memory")
-#else
 #define cpu_relax() __asm__ volatile("pause" ::: "memory")
-#endif
 
 /* A failed check ends the run: the figures of a run that moved wrong data mean nothing. */
 static _Noreturn __attribute__((format(printf, 1, 2))) void fail(const char *fmt, ...) {
@@ -108,6 +105,12 @@ static _Noreturn __attribute__((format(printf, 1, 2))) void fail(const char *fmt
   va_end(ap);
   exit(1);
 }
+
+/* Every payload copy goes through glibc's memcpy (the tuned, CPU-dispatched one a real
+ * netback's grant copy or a kernel memcpy would compare with). Without the noipa wall, gcc
+ * sees that a fragment is at most 4096 bytes into a page-aligned buffer and inlines some copy
+ * sites as `rep movsq` but not others, which made the floor slower than the ring path. */
+static __attribute__((noipa)) void copy_data(void *dst, const void *src, size_t n) { memcpy(dst, src, n); }
 
 static double now_ns(clockid_t clock) {
   struct timespec ts;
@@ -127,7 +130,7 @@ static void *alloc_pages(size_t bytes) {
  *
  * `pending` is the channel's pending bit and the futex word. A kick sets it and makes the
  * futex system call only if the peer said it is asleep: the ring's notify rule decides whether
- * to kick at all; this only spares the syscall when nobody is waiting. Like a real event
+ * to kick at all; this only spares the syscall (~150 ns here) when nobody is waiting. Like a real event
  * channel, an event carries no news: a woken side always re-reads the ring.
  * ------------------------------------------------------------------------------------------ */
 
@@ -186,6 +189,7 @@ struct frames {
   unsigned nfrag;         /* slots per frame */
   uint64_t total;         /* frames to move */
   uint64_t check_every;   /* full comparison every this many frames */
+  uint64_t fault;         /* frame to corrupt (NETIF_REF_FAULT), UINT64_MAX for none */
   uint8_t *templ[NTEMPL]; /* sender's frame buffers; bytes [STAMP, size-STAMP) never change */
 };
 
@@ -201,6 +205,12 @@ static const uint8_t *next_frame(const struct frames *fr, uint64_t seq) {
   memcpy(f, &seq, STAMP);
   memcpy(f + fr->size - STAMP, &seq, STAMP);
   return f;
+}
+
+/* Fault injection, for the test suite: flip a byte in the middle of frame `fault`'s first page
+ * just before the receiver copies it out, as a data-path bug would. The check must catch it. */
+static void maybe_corrupt(const struct frames *fr, uint64_t seq, uint8_t *first_page) {
+  if (seq == fr->fault) first_page[frag_len(fr, 0) / 2] ^= 0x55;
 }
 
 struct receiver_check {
@@ -269,7 +279,7 @@ static int tx_front_send(struct tx_front *f, uint64_t max) {
     for (unsigned j = 0; j < fr->nfrag; j++) {
       RING_IDX i = f->ring.req_prod_pvt++;
       unsigned slot = i & (NR_SLOTS - 1), len = frag_len(fr, j);
-      memcpy(page_of(f->sh->tx_pages, slot), src + j * PAGE, len);
+      copy_data(page_of(f->sh->tx_pages, slot), src + j * PAGE, len);
       netif_tx_request_t *req = RING_GET_REQUEST(&f->ring, i);
       req->gref = slot;
       req->offset = 0;
@@ -338,7 +348,8 @@ static int tx_back_receive(struct tx_back *b) {
     for (unsigned j = 0; j < n; j++) {
       unsigned len = j == 0 ? req[0].size - others : req[j].size;
       if (req[j].gref >= NR_SLOTS || req[j].offset + len > PAGE) fail("tx: bad request gref %u offset %u len %u", req[j].gref, req[j].offset, len);
-      memcpy(b->buf + off, page_of(b->sh->tx_pages, req[j].gref) + req[j].offset, len); /* the grant copy */
+      if (j == 0) maybe_corrupt(fr, b->rc.received, page_of(b->sh->tx_pages, req[0].gref) + req[0].offset);
+      copy_data(b->buf + off, page_of(b->sh->tx_pages, req[j].gref) + req[j].offset, len); /* the grant copy */
       off += len;
       netif_tx_response_t *rsp = RING_GET_RESPONSE(&b->ring, b->ring.rsp_prod_pvt++);
       rsp->id = req[j].id;
@@ -402,7 +413,8 @@ static int rx_front_receive(struct rx_front *f) {
     RING_COPY_RESPONSE(&f->ring, i, &rsp);
     if (rsp.id >= NR_SLOTS || rsp.status < 0 || rsp.offset + rsp.status > (int)PAGE || f->have + rsp.status > XEN_NETIF_MAX_TX_SIZE)
       fail("rx: response %u: id %u offset %u status %d", i, rsp.id, rsp.offset, rsp.status);
-    memcpy(f->buf + f->have, page_of(f->sh->rx_pages, rsp.id) + rsp.offset, rsp.status);
+    if (f->have == 0) maybe_corrupt(f->fr, f->rc.received, page_of(f->sh->rx_pages, rsp.id) + rsp.offset);
+    copy_data(f->buf + f->have, page_of(f->sh->rx_pages, rsp.id) + rsp.offset, rsp.status);
     f->have += rsp.status;
     if (!(rsp.flags & NETRXF_more_data)) {
       check_frame(f->fr, &f->rc, f->buf, f->have);
@@ -431,7 +443,7 @@ static int rx_back_send(struct rx_back *b, uint64_t max) {
       RING_COPY_REQUEST(&b->ring, b->ring.req_cons++, &req);
       if (req.gref >= NR_SLOTS) fail("rx: request with gref %u", req.gref);
       unsigned len = frag_len(fr, j);
-      memcpy(page_of(b->sh->rx_pages, req.gref), src + j * PAGE, len); /* the grant copy */
+      copy_data(page_of(b->sh->rx_pages, req.gref), src + j * PAGE, len); /* the grant copy */
       netif_rx_response_t *rsp = RING_GET_RESPONSE(&b->ring, b->ring.rsp_prod_pvt++);
       rsp->id = req.id;
       rsp->offset = 0;
@@ -452,7 +464,14 @@ static int rx_back_send(struct rx_back *b, uint64_t max) {
  * Threads mode: one loop per side. poll → spin → clear events → final check → block.
  * ------------------------------------------------------------------------------------------ */
 
-static unsigned spin_polls = 64;
+/* How long a side with nothing to do polls before it blocks. Measured on these 2-vCPU KVM
+ * guests: a futex wake-up takes ~2.5 µs while the sleeper's idle vCPU is still polling (guest
+ * haltpoll), 20-25 µs once it has halted to the host; the peer needs up to ~20 µs to turn
+ * round a full ring of 9014-byte frames. A side that gives up sooner sleeps once per batch and
+ * the pair runs 5-12× slower (64 B: 190 instead of 15 ns/frame; 1514 B: 250 instead of 54).
+ * 50 µs covers both, and wastes at most about what a block-and-wake costs. Set in time, not
+ * polls, because a poll's cost varies (a `pause` is ~25 ns here, ~40 ns on Skylake). */
+static double spin_ns = 50000;
 static int go; /* the start line: both threads wait here, so thread creation is not timed */
 
 /* One side's loop and the CPU time it used from the start line on (spinning included). */
@@ -471,9 +490,30 @@ static void *thread_main(void *arg) {
   return NULL;
 }
 
-/* The final checks. TX front, TX back and RX front use ring.h's own macros (event index =
- * consumer + 1, as our workers do); RX back asks to be woken only when enough buffers for the
- * next frame are posted (req_event = req_cons + need), as our back-rx worker does. */
+/* Poll `ready` for up to spin_ns; whether it became ready. The clock is read every 16 polls
+ * (a vDSO call, ~20 ns) so that the poll itself stays cheap. */
+static int spin(int (*ready)(void *), void *side) {
+  if (spin_ns <= 0) return 0;
+  double deadline = now_ns(CLOCK_MONOTONIC) + spin_ns;
+  for (unsigned i = 1;; i++) {
+    cpu_relax();
+    if (ready(side)) return 1;
+    if ((i & 15) == 0 && now_ns(CLOCK_MONOTONIC) >= deadline) return 0;
+  }
+}
+
+/* What each side waits for, and its final check. TX front, TX back and RX front use ring.h's
+ * own macros (event index = consumer + 1, as our workers do); RX back asks to be woken only
+ * once enough buffers for the next frame are posted (req_event = req_cons + need), as our
+ * back-rx worker does. */
+static int tx_front_ready(void *side) { return XEN_RING_NR_UNCONSUMED_RESPONSES(&((struct tx_front *)side)->ring) != 0; }
+static int tx_back_ready(void *side) { return XEN_RING_NR_UNCONSUMED_REQUESTS(&((struct tx_back *)side)->ring) != 0; }
+static int rx_front_ready(void *side) { return XEN_RING_NR_UNCONSUMED_RESPONSES(&((struct rx_front *)side)->ring) != 0; }
+static int rx_back_ready(void *side) {
+  struct rx_back *b = side;
+  return XEN_RING_NR_UNCONSUMED_REQUESTS(&b->ring) >= b->fr->nfrag;
+}
+
 static int rx_back_final_check(struct rx_back *b) {
   unsigned need = b->fr->nfrag;
   if (XEN_RING_NR_UNCONSUMED_REQUESTS(&b->ring) >= need) return 1;
@@ -482,18 +522,16 @@ static int rx_back_final_check(struct rx_back *b) {
   return XEN_RING_NR_UNCONSUMED_REQUESTS(&b->ring) >= need;
 }
 
+/* Each loop: work while there is work; then spin; then forget stale events, arm the event
+ * index with the final check, and block only if the check still finds nothing. */
+
 static void tx_front_loop(void *arg) {
   struct tx_front *f = arg;
   uint64_t slots = f->fr->total * f->fr->nfrag;
   while (f->completed < slots) {
     int moved = tx_front_reap(f);
     moved |= tx_front_send(f, UINT64_MAX);
-    if (moved) continue;
-    for (unsigned i = 0; i < spin_polls; i++) {
-      cpu_relax();
-      if (XEN_RING_NR_UNCONSUMED_RESPONSES(&f->ring)) break;
-    }
-    if (XEN_RING_NR_UNCONSUMED_RESPONSES(&f->ring)) continue;
+    if (moved || spin(tx_front_ready, f)) continue;
     clear_pending(&f->sh->to_front);
     int work;
     RING_FINAL_CHECK_FOR_RESPONSES(&f->ring, work);
@@ -504,13 +542,7 @@ static void tx_front_loop(void *arg) {
 static void tx_back_loop(void *arg) {
   struct tx_back *b = arg;
   while (b->rc.received < b->fr->total) {
-    if (tx_back_receive(b)) continue;
-    int found = 0;
-    for (unsigned i = 0; i < spin_polls && !found; i++) {
-      cpu_relax();
-      found = XEN_RING_NR_UNCONSUMED_REQUESTS(&b->ring) != 0;
-    }
-    if (found) continue;
+    if (tx_back_receive(b) || spin(tx_back_ready, b)) continue;
     clear_pending(&b->sh->to_back);
     int work;
     RING_FINAL_CHECK_FOR_REQUESTS(&b->ring, work);
@@ -521,13 +553,7 @@ static void tx_back_loop(void *arg) {
 static void rx_front_loop(void *arg) {
   struct rx_front *f = arg;
   while (f->rc.received < f->fr->total) {
-    if (rx_front_receive(f)) continue;
-    int found = 0;
-    for (unsigned i = 0; i < spin_polls && !found; i++) {
-      cpu_relax();
-      found = XEN_RING_NR_UNCONSUMED_RESPONSES(&f->ring) != 0;
-    }
-    if (found) continue;
+    if (rx_front_receive(f) || spin(rx_front_ready, f)) continue;
     clear_pending(&f->sh->to_front);
     int work;
     RING_FINAL_CHECK_FOR_RESPONSES(&f->ring, work);
@@ -537,15 +563,8 @@ static void rx_front_loop(void *arg) {
 
 static void rx_back_loop(void *arg) {
   struct rx_back *b = arg;
-  unsigned need = b->fr->nfrag;
   while (b->sent < b->fr->total) {
-    if (rx_back_send(b, UINT64_MAX)) continue;
-    int found = 0;
-    for (unsigned i = 0; i < spin_polls && !found; i++) {
-      cpu_relax();
-      found = XEN_RING_NR_UNCONSUMED_REQUESTS(&b->ring) >= need;
-    }
-    if (found) continue;
+    if (rx_back_send(b, UINT64_MAX) || spin(rx_back_ready, b)) continue;
     clear_pending(&b->sh->to_back);
     if (!rx_back_final_check(b)) block(&b->sh->to_back, &b->st);
   }
@@ -665,30 +684,40 @@ static struct result run_rx(struct shared *sh, struct frames *fr, int threaded, 
   return r;
 }
 
-/* The floor: the same two copies through the same rotating slot pages, the same stamps and
- * checks, no ring. */
-static struct result run_memcpy(struct shared *sh, struct frames *fr) {
+/* The floor: the same two copies through the same rotating slot pages, in the same batches
+ * as single mode (all copies in, then all copies out: copying a page out right after writing
+ * it would stall on store forwarding and make the floor slower than the ring), the same
+ * stamps and checks, no ring. */
+static struct result run_memcpy(struct shared *sh, struct frames *fr, uint64_t batch) {
   uint8_t *buf = alloc_pages(XEN_NETIF_MAX_TX_SIZE + 1);
   struct receiver_check rc = {0};
   unsigned slot = 0;
   uint64_t warm = fr->total < WARMUP_FRAMES ? fr->total : WARMUP_FRAMES;
   double t0 = 0, c0 = 0;
-  for (uint64_t seq = 0; seq < fr->total; seq++) {
-    if (seq == warm) {
+  for (uint64_t seq = 0; seq < fr->total;) {
+    if (seq >= warm && t0 == 0) {
       t0 = now_ns(CLOCK_MONOTONIC);
       c0 = now_ns(CLOCK_THREAD_CPUTIME_ID);
     }
-    const uint8_t *src = next_frame(fr, seq);
+    uint64_t n = fr->total - seq < batch ? fr->total - seq : batch;
+    if (n * fr->nfrag > NR_SLOTS) n = NR_SLOTS / fr->nfrag;
     unsigned first = slot;
-    for (unsigned j = 0; j < fr->nfrag; j++, slot = (slot + 1) & (NR_SLOTS - 1))
-      memcpy(page_of(sh->tx_pages, slot), src + j * PAGE, frag_len(fr, j));
+    for (uint64_t k = 0; k < n; k++) {
+      const uint8_t *src = next_frame(fr, seq + k);
+      for (unsigned j = 0; j < fr->nfrag; j++, slot = (slot + 1) & (NR_SLOTS - 1))
+        copy_data(page_of(sh->tx_pages, slot), src + j * PAGE, frag_len(fr, j));
+    }
     slot = first;
-    for (unsigned j = 0; j < fr->nfrag; j++, slot = (slot + 1) & (NR_SLOTS - 1))
-      memcpy(buf + j * PAGE, page_of(sh->tx_pages, slot), frag_len(fr, j));
-    check_frame(fr, &rc, buf, fr->size);
+    for (uint64_t k = 0; k < n; k++) {
+      maybe_corrupt(fr, seq + k, page_of(sh->tx_pages, slot));
+      for (unsigned j = 0; j < fr->nfrag; j++, slot = (slot + 1) & (NR_SLOTS - 1))
+        copy_data(buf + j * PAGE, page_of(sh->tx_pages, slot), frag_len(fr, j));
+      check_frame(fr, &rc, buf, fr->size);
+    }
+    seq += n;
   }
   struct result r = {0};
-  if (fr->total > warm) {
+  if (t0 > 0) {
     r.wall_ns = now_ns(CLOCK_MONOTONIC) - t0;
     r.cpu_ns = now_ns(CLOCK_THREAD_CPUTIME_ID) - c0;
   }
@@ -736,8 +765,9 @@ int main(int argc, char **argv) {
   fr.total = arg_u64(argv[4], 1, UINT64_MAX / MAX_FRAGS);
   fr.check_every = argc == 6 ? arg_u64(argv[5], 1, UINT64_MAX) : 64;
   fr.nfrag = (fr.size + PAGE - 1) / PAGE;
+  fr.fault = env_u64("NETIF_REF_FAULT", UINT64_MAX, 0, UINT64_MAX);
   uint64_t batch = env_u64("NETIF_REF_BATCH", 32, 1, NR_SLOTS);
-  spin_polls = (unsigned)env_u64("NETIF_REF_SPIN", 64, 0, 1u << 30);
+  spin_ns = (double)env_u64("NETIF_REF_SPIN_NS", 50000, 0, 1000000000);
 
   /* Pseudo-random template contents (xorshift): every byte position differs between
    * templates, so a misplaced or stale fragment cannot pass the comparison. */
@@ -761,7 +791,7 @@ int main(int argc, char **argv) {
   struct result r;
   uint64_t timed = fr.total;
   if (!strcmp(mode, "memcpy")) {
-    r = run_memcpy(&sh, &fr);
+    r = run_memcpy(&sh, &fr, batch);
   } else {
     r = !strcmp(dir, "tx") ? run_tx(&sh, &fr, threaded, batch) : run_rx(&sh, &fr, threaded, batch);
   }
@@ -773,11 +803,11 @@ int main(int argc, char **argv) {
   double fps = 1e9 / ns;
   printf("{\"mode\":\"%s\",\"dir\":\"%s\",\"size\":%u,\"frames\":%" PRIu64 ",\"ns_per_frame\":%.3f,"
          "\"frames_per_s\":%.1f,\"gbit_s\":%.4f,\"cpu_ns_per_frame\":%.3f,\"timed_frames\":%" PRIu64
-         ",\"checked\":true,\"compared\":%" PRIu64 ",\"batch\":%" PRIu64 ",\"spin\":%u,"
+         ",\"checked\":true,\"compared\":%" PRIu64 ",\"batch\":%" PRIu64 ",\"spin_ns\":%.0f,"
          "\"front\":{\"kicks\":%" PRIu64 ",\"wakes\":%" PRIu64 ",\"sleeps\":%" PRIu64 ",\"timeouts\":%" PRIu64 ",\"blocked_ms\":%.3f},"
          "\"back\":{\"kicks\":%" PRIu64 ",\"wakes\":%" PRIu64 ",\"sleeps\":%" PRIu64 ",\"timeouts\":%" PRIu64 ",\"blocked_ms\":%.3f}}\n",
          mode, dir, fr.size, fr.total, ns, fps, fps * fr.size * 8 / 1e9, r.cpu_ns / (double)timed, timed, r.compared,
-         threaded ? 0 : batch, threaded ? spin_polls : 0, r.front.kicks, r.front.wakes, r.front.sleeps,
+         threaded ? 0 : batch, threaded ? spin_ns : 0, r.front.kicks, r.front.wakes, r.front.sleeps,
          r.front.timeouts, r.front.blocked_ns / 1e6, r.back.kicks, r.back.wakes, r.back.sleeps, r.back.timeouts,
          r.back.blocked_ns / 1e6);
   for (unsigned t = 0; t < NTEMPL; t++) free(fr.templ[t]);
