@@ -29,6 +29,8 @@
 import { cpus, loadavg } from "node:os";
 import { buildCReference, CReferenceUnavailable, type CDir, type CMode, type RunC } from "./c-reference.ts";
 import { postMessageRate } from "./postmessage-baseline.ts";
+import { devicePair, Flow } from "./device-pair.ts";
+import { TxRingLoop } from "./ring-loop.ts";
 
 export const SIZES = [64, 512, 1514, 4096, 9014] as const;
 export const DEFAULT_RUNS = 7;
@@ -168,12 +170,54 @@ export async function measurePostMessage(sizes: readonly number[], opts: Measure
 }
 
 /**
- * Our driver's figures, as BenchRecords with impl "ours" (mode single: the one-thread ring
- * path; mode threads: Netfront ↔ Netback through the two-worker pairs), same sizes, same
- * runs, the same gate before two-worker runs. Not wired yet: returns nothing.
+ * Our driver's figures, as BenchRecords with impl "ours". Mode single: the TX ring path on one
+ * thread (protocol core, pre-shared page, grant copy; frames up to one page). Mode threads:
+ * Netfront ↔ Netback through their worker pairs, each direction, the same gate before each run.
  */
-export async function measureOurs(_sizes: readonly number[], _opts: MeasureOptions): Promise<BenchRecord[]> {
-  return [];
+export async function measureOurs(sizes: readonly number[], opts: MeasureOptions): Promise<BenchRecord[]> {
+  const { runs, progress = () => {}, gate = async () => {} } = opts;
+  const SINGLE_FRAMES = 64_000;
+  const THREAD_FRAMES = 50_000;
+  const THREAD_BATCH = 2_000;
+  const single = new Map<number, number[]>();
+  const threads = new Map<string, number[]>();
+  const pair = await devicePair();
+  try {
+    const loops = new Map(sizes.filter((s) => s <= 4096).map((s) => [s, new TxRingLoop(s)] as const));
+    const flows = new Map(sizes.flatMap((s) => [[`${s}/tx`, new Flow(pair.front, pair.back, s)], [`${s}/rx`, new Flow(pair.back, pair.front, s)]] as const));
+    for (const loop of loops.values()) loop.step(32); // warm up the JIT before timing
+    for (let r = 0; r < runs; r++) {
+      progress(`ours, round ${r + 1}/${runs}`);
+      for (const [size, loop] of loops) {
+        const t0 = performance.now();
+        for (let i = 0; i < SINGLE_FRAMES; i += 32) loop.step(32);
+        push(single, size, ((performance.now() - t0) * 1e6) / SINGLE_FRAMES);
+      }
+      for (const [key, flow] of flows) {
+        await gate();
+        // Both ends' main-thread halves share this event loop: batches let the receiving side's
+        // reader run between them, as the two domains' event loops would in parallel.
+        const t0 = performance.now();
+        for (let n = 0; n < THREAD_FRAMES; n += THREAD_BATCH) await flow.batch(THREAD_BATCH);
+        push(threads, key, ((performance.now() - t0) * 1e6) / THREAD_FRAMES);
+      }
+    }
+  } finally {
+    await pair.close();
+  }
+  return [
+    ...[...single].map(([size, ns]) => summarize({ size, mode: "single", impl: "ours", dir: "tx" }, ns)),
+    ...[...threads].map(([key, ns]) => {
+      const [size, dir] = key.split("/") as [string, "tx" | "rx"];
+      return summarize({ size: Number(size), mode: "threads", impl: "ours", dir }, ns);
+    }),
+  ];
+}
+
+function push<K>(m: Map<K, number[]>, k: K, v: number): void {
+  const a = m.get(k);
+  if (a) a.push(v);
+  else m.set(k, [v]);
 }
 
 const MODE_ORDER: Record<BenchRecord["mode"], number> = { single: 0, threads: 1, floor: 2, postMessage: 3 };

@@ -59,7 +59,7 @@ export class FrameReader {
         n++;
       }
     }
-    if (n > 0 && q.producerWaiting()) this.wake();
+    if (n > 0 && q.producerShouldWake()) this.wake();
     return n;
   }
 

@@ -98,7 +98,7 @@ export class BackRx implements RingRole {
     }
     if (moved) {
       if (r.pushResponses()) this.kick.notify();
-      if (q.producerWaiting()) q.wake(FrameQueue.CONS);
+      if (q.producerShouldWake()) q.wake(FrameQueue.CONS);
     }
     return moved;
   }

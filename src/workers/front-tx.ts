@@ -127,7 +127,7 @@ export class FrontTx implements RingRole {
     }
     if (sent === 0) return false;
     if (r.pushRequests()) this.kick.notify();
-    if (q.producerWaiting()) q.wake(FrameQueue.CONS);
+    if (q.producerShouldWake()) q.wake(FrameQueue.CONS);
     return true;
   }
 
