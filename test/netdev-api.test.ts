@@ -248,3 +248,21 @@ describe("default platform", () => {
     }
   });
 });
+
+describe("nobody listening", () => {
+  test("frames that arrive after the last listener left wait in the queue for the next one", async () => {
+    await withPair(async ({ front, back }) => {
+      const first: number[] = [];
+      const off = back.listen((f) => first.push(f[0]!));
+      await front.write(new Uint8Array(60).fill(1));
+      await until(() => first.length === 1);
+      off();
+      for (let i = 2; i <= 5; i++) await front.write(new Uint8Array(60).fill(i));
+      await Bun.sleep(50);
+      const later: number[] = [];
+      back.listen((f) => later.push(f[0]!));
+      await until(() => later.length === 4);
+      expect([first, later]).toEqual([[1], [2, 3, 4, 5]]);
+    });
+  });
+});

@@ -122,6 +122,7 @@ export abstract class NetDevice {
     this.reader.start();
     return () => {
       this.listeners.delete(cb);
+      this.pauseIfUnheard();
     };
   }
 
@@ -129,7 +130,10 @@ export abstract class NetDevice {
   frames(): AsyncIterableIterator<Uint8Array> {
     const buf = new FrameBuffer(
       () => this.reader.start(),
-      () => this.iterators.delete(buf),
+      () => {
+        this.iterators.delete(buf);
+        this.pauseIfUnheard();
+      },
     );
     this.iterators.add(buf);
     if (this.closedError !== null) buf.end();
@@ -139,6 +143,11 @@ export abstract class NetDevice {
 
   [Symbol.asyncIterator](): AsyncIterableIterator<Uint8Array> {
     return this.frames();
+  }
+
+  /** With nobody listening, frames stay queued (and the peer waits) instead of being dropped. */
+  private pauseIfUnheard(): void {
+    if (this.listeners.size === 0 && this.iterators.size === 0) this.reader.pause();
   }
 
   private deliver(frame: Uint8Array, meta: number): void {
