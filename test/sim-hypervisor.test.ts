@@ -52,7 +52,7 @@ describe("simulated hypervisor", () => {
     expect(hv.leaks()).toEqual([]);
   });
 
-  test("openPlatform refuses unknown kinds and the unbuilt xen platform with typed errors", () => {
+  test("openPlatform refuses unknown kinds, and a xen descriptor without its parameters, with typed errors", () => {
     expect(() => openPlatform({ kind: "xen", domid: 0, params: null })).toThrow(PlatformError);
     expect(() => openPlatform({ kind: "bogus" as "sim", domid: 0, params: null })).toThrow(/EINVAL/);
   });

@@ -158,15 +158,17 @@ export function writeFd(fd: number, buf: Uint8Array, len = buf.byteLength, op = 
 /**
  * ioctl(2) with a pointer argument. Returns ioctl's (non-negative) result, e.g. the port an
  * evtchn bind gives. EINTR is retried (every request we make is safe to repeat before it ran).
+ * `detail` (or a function making it, so the data path builds no string) goes in the error.
  */
-export function ioctl(fd: number, request: number, arg: Uint8Array, op: string, detail = ""): number {
+export function ioctl(fd: number, request: number, arg: Uint8Array, op: string, detail?: string | (() => string)): number {
   const l = lib();
   for (;;) {
     const r = l.ioctl(fd, request, arg);
     if (r >= 0) return r;
     const e = errno();
     if (e === ERRNO.EINTR) continue;
-    throw new ErrnoError(op, e, detail === "" ? `ioctl 0x${(request >>> 0).toString(16).padStart(8, "0")} on fd ${fd}` : detail);
+    const d = typeof detail === "function" ? detail() : detail;
+    throw new ErrnoError(op, e, d === undefined || d === "" ? `ioctl 0x${(request >>> 0).toString(16).padStart(8, "0")} on fd ${fd}` : d);
   }
 }
 

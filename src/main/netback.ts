@@ -70,7 +70,7 @@ export class Netback extends NetDevice {
   }
 
   static async serve(opts: NetbackOptions): Promise<Netback> {
-    const platform = opts.platform ?? defaultPlatform(0);
+    const platform = opts.platform ?? await defaultPlatform(0);
     const fe = opts.frontendDomid;
     const devid = opts.devid ?? 0;
     const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;

@@ -113,7 +113,7 @@ export class Netfront extends NetDevice {
   }
 
   static async connect(opts: NetfrontOptions = {}): Promise<Netfront> {
-    const platform = opts.platform ?? defaultPlatform(opts.domid ?? 1);
+    const platform = opts.platform ?? await defaultPlatform(opts.domid ?? 1);
     const devid = opts.devid ?? 0;
     const log = loggerFor(opts.logger, { end: "netfront", domid: platform.domid, devid });
     const queueBytes = opts.queueBytes ?? DEFAULT_QUEUE_BYTES;

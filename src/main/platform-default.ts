@@ -4,6 +4,7 @@
  */
 import { existsSync } from "node:fs";
 import { SimHypervisor } from "../platform/sim/index.ts";
+import { createXenPlatform } from "../platform/xen/platform.ts";
 import type { DomId, Platform } from "../platform/types.ts";
 import { NetError } from "./errors.ts";
 
@@ -19,12 +20,13 @@ export function xenPresent(): boolean {
   return existsSync("/dev/xen/evtchn") && existsSync("/proc/xen/capabilities");
 }
 
-/** `domid` is this domain's id on the simulated hypervisor (created there if missing). */
-export function defaultPlatform(domid: DomId): Platform {
+/**
+ * Real Xen: this domain, through /dev/xen/* and xenstore. Simulated: `domid` is this domain's id
+ * on the process's simulated hypervisor (created there if missing).
+ */
+export async function defaultPlatform(domid: DomId): Promise<Platform> {
   const want = process.env.BUN_XEN_NET_PLATFORM ?? (xenPresent() ? "xen" : "sim");
-  if (want === "xen") {
-    throw new NetError("BAD_ARGUMENT", "the real-Xen platform is not available in this version: pass a platform, or set BUN_XEN_NET_PLATFORM=sim");
-  }
+  if (want === "xen") return createXenPlatform();
   if (want !== "sim") throw new NetError("BAD_ARGUMENT", `BUN_XEN_NET_PLATFORM must be "sim" or "xen", got "${want}"`);
   const hv = defaultSimHypervisor();
   if (!hv.exists(domid)) hv.createDomain(domid);
