@@ -72,5 +72,8 @@ test("our netfront <-> Linux xen-netback: the kernel pings us at MTU 1500 and 90
 
   await front.disconnect();
   expect(must(`xenstore-read /local/domain/0/device/vif/${devid}/state`).trim()).toBe("6");
+  // Take the vif away, as the toolstack would, so no later test's kernel netfront picks it up.
+  must(`xl network-detach 0 ${devid}`);
+  sh("rmmod xen-netback"); // and the kernel's back end, so it serves no other test's vif
   platform.close();
 }, 180_000);

@@ -1,0 +1,89 @@
+/**
+ * Runs in dom0 under real Xen: LINUX's xen-netfront against OUR netback. The vif's xenstore
+ * entries are written the toolstack's way (no xen-netback loaded, so the back end is ours); the
+ * kernel's eth device goes into a network namespace and pings a responder behind our netback,
+ * at MTU 1500 and with large frames at MTU 9000; then the kernel detaches (the driver unbound,
+ * then the module unloaded) and our back end closes cleanly.
+ */
+import { expect, test } from "bun:test";
+import pino from "pino";
+import { Netback, createVif } from "../../../src/main/index.ts";
+import { createXenPlatform } from "../../../src/platform/xen/platform.ts";
+import { respond } from "./responder.ts";
+
+const logger = pino({ level: process.env.XEN_TEST_LOG ?? "info" });
+const MAC = "00:16:3e:00:00:31";
+const IP = [10, 99, 2, 1];
+const DEVID = 9;
+
+async function sh(cmd: string): Promise<{ code: number; out: string }> {
+  const p = Bun.spawn(["sh", "-c", cmd], { stdout: "pipe", stderr: "pipe" });
+  const [out, err] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text()]);
+  return { code: await p.exited, out: out + err };
+}
+
+async function must(cmd: string): Promise<string> {
+  const r = await sh(cmd);
+  if (r.code !== 0) throw new Error(`${cmd}: exit ${r.code}: ${r.out}`);
+  return r.out;
+}
+
+async function until(cond: () => boolean | Promise<boolean>, ms: number, what: string): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await Bun.sleep(20);
+  }
+}
+
+test("Linux xen-netfront <-> our netback: pings through our back end at MTU 1500 and 9000; the kernel detaching is handled", async () => {
+  // The back end must be ours alone: no kernel netback may claim the vif.
+  await sh("rmmod xen-netback");
+  const platform = await createXenPlatform({ domid: 0 });
+  const paths = await createVif(platform.xenstore, { frontDomid: 0, backDomid: 0, devid: DEVID, mac: MAC });
+  const serving = Netback.serve({ platform, frontendDomid: 0, devid: DEVID, logger, timeoutMs: 30_000 });
+  await must("modprobe xen-netfront");
+  const back = await serving;
+  expect((await must(`xenstore-read ${paths.frontPath}/state`)).trim()).toBe("4");
+  let answered = 0;
+  back.listen((f) => {
+    const r = respond(f, back.mac, IP);
+    if (r !== null) {
+      answered++;
+      void back.write(r);
+    }
+  });
+
+  // The kernel's device: the netdev whose address is the vif's MAC.
+  let dev = "";
+  await until(
+    async () => {
+      dev = (await sh(`for n in /sys/class/net/*; do [ "$(cat $n/address)" = "${MAC}" ] && echo \${n##*/}; done`)).out.trim();
+      return dev !== "";
+    },
+    10_000,
+    "the kernel's netfront device",
+  );
+  const IPC = "/usr/sbin/ip";
+  await must(`${IPC} netns add nf && ${IPC} link set ${dev} netns nf && ${IPC} -n nf addr add 10.99.2.2/24 dev ${dev} && ${IPC} -n nf link set ${dev} up`);
+  const p1 = await sh(`${IPC} netns exec nf ping -c 3 -W 3 10.99.2.1`);
+  console.log(p1.out.trim());
+  expect(p1.out).toContain("3 packets received");
+  await must(`${IPC} -n nf link set ${dev} mtu 9000`);
+  const p2 = await sh(`${IPC} netns exec nf ping -c 3 -W 3 -s 8000 10.99.2.1`);
+  console.log(p2.out.trim());
+  expect(p2.out).toContain("3 packets received");
+  console.log(`answered ${answered}; netback stats ${JSON.stringify(back.stats())}`);
+  expect(back.stats().rxDrops + back.stats().txDrops).toBe(0);
+
+  // The kernel detaches: unbinding runs netfront's remove, which closes the device; our back
+  // end follows and closes. Then the module goes (busybox rmmod does not wait for users).
+  await must(`${IPC} netns del nf`);
+  await must(`echo vif-${DEVID} > /sys/bus/xen/drivers/vif/unbind`);
+  await until(() => !back.connected, 15_000, "our netback to notice the front end leaving");
+  const rm = await sh("rmmod xen-netfront");
+  console.log(`rmmod xen-netfront: exit ${rm.code} ${rm.out.trim()}`);
+  await back.disconnect();
+  expect((await must(`xenstore-read ${paths.backPath}/state`)).trim()).toBe("6");
+  platform.close();
+}, 180_000);
