@@ -2,7 +2,8 @@
  * Throughput over real Xen, run inside dom0 by the rig (`test/xen/run.sh test/xen/bench-dom0.sh`).
  * Xen and dom0 run under QEMU's software emulation here, so absolute figures mean little; the
  * two paths measured in the same boot can be compared with each other:
- *   - our Netfront → Linux xen-netback (frames counted on the kernel's vif netdev);
+ *   - our Netfront → Linux xen-netback (frames counted on the kernel's vif netdev), and Linux
+ *     xen-netback → our Netfront (the kernel sending UDP at us, frames counted by our listener);
  *   - our Netfront ↔ our Netback (both directions), over real grants and event channels.
  * mitata's measure() with a few fixed samples (emulation is too slow for its defaults).
  */
@@ -50,6 +51,28 @@ const toLinux = await measure(async () => {
   while ((await rxCount()) - start < BATCH) await Bun.sleep(1);
 }, OPTS);
 report("our netfront → Linux xen-netback", toLinux);
+
+// The other way: the kernel sends UDP datagrams (from a second Bun process) to a neighbour
+// whose MAC is ours; we count the frames that reach our netfront over a fixed time.
+let got = 0;
+front1.listen(() => got++);
+sh(`/usr/sbin/ip addr add 10.99.3.1/24 dev ${vif} && /usr/sbin/ip link set ${vif} mtu ${SIZE - 14} && /usr/sbin/ip neigh add 10.99.3.2 lladdr ${MAC} dev ${vif}`);
+const sender = `const s = await Bun.udpSocket({}); const b = new Uint8Array(${SIZE - 42}); for (;;) { for (let i = 0; i < 64; i++) s.send(b, 9, "10.99.3.2"); await Bun.sleep(0); }`;
+const blast = Bun.spawn([process.execPath, "-e", sender], { stdout: "ignore", stderr: "inherit" });
+await Bun.sleep(500); // let it reach a steady rate
+const rates: number[] = [];
+for (let i = 0; i < 5; i++) {
+  const g0 = got;
+  const t0 = performance.now();
+  await Bun.sleep(1000);
+  rates.push(((got - g0) * 1000) / (performance.now() - t0));
+}
+blast.kill();
+rates.sort((a, b) => a - b);
+const med = rates[2]!;
+console.log(
+  `${"Linux xen-netback → our netfront".padEnd(36)} ${SIZE} B: ${med.toFixed(0).padStart(7)} frames/s  ${((med * SIZE * 8) / 1e6).toFixed(1).padStart(7)} Mbit/s  (median of 5 one-second windows; ${rates[0]!.toFixed(0)}–${rates[4]!.toFixed(0)} frames/s; UDP through the kernel)`,
+);
 await front1.disconnect();
 sh(`xl network-detach 0 ${devid}`);
 Bun.spawnSync(["rmmod", "xen-netback"]);
