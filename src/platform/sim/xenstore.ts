@@ -4,6 +4,7 @@
  * all of them, in every thread, share one store.
  */
 import { PlatformError, type DomId, type Perm, type XenStore, type XsTransaction, type XsWatch } from "../types.ts";
+import { retryTransaction } from "../xenstore-transaction.ts";
 import { xsDirectory, xsGetPerms, xsMkdir, xsRead, xsRm, xsSetPerms, xsWrite } from "./xenstore-ops.ts";
 import { Overlay } from "./xenstore-overlay.ts";
 import { checkPath } from "./xenstore-path.ts";
@@ -104,27 +105,7 @@ export class SimXenStore implements XenStore {
   }
 
   async transaction<T>(fn: (tx: XsTransaction) => Promise<T>, maxRetries = DEFAULT_TX_RETRIES): Promise<T> {
-    if (!Number.isInteger(maxRetries) || maxRetries < 0) {
-      throw new PlatformError("EINVAL", "xenstore.transaction", `maxRetries must be a non-negative integer, got ${maxRetries}`);
-    }
-    for (let attempt = 0; ; attempt++) {
-      const tx = await this.transactionStart();
-      let result: T;
-      try {
-        result = await fn(tx);
-      } catch (e) {
-        if (this.txs.get(tx.id)?.handle === tx) await this.transactionEnd(tx, false);
-        if (isEagain(e) && attempt < maxRetries) continue;
-        throw e;
-      }
-      try {
-        await this.transactionEnd(tx, true);
-        return result;
-      } catch (e) {
-        if (isEagain(e) && attempt < maxRetries) continue;
-        throw e;
-      }
-    }
+    return retryTransaction(this, fn, maxRetries, (t) => this.txs.get(t.id)?.handle === t);
   }
 
   close(): void {
@@ -161,6 +142,3 @@ export class SimXenStore implements XenStore {
   }
 }
 
-function isEagain(e: unknown): boolean {
-  return e instanceof PlatformError && e.code === "EAGAIN";
-}

@@ -12,6 +12,7 @@
  *   the watches; xenstored ends the connection's transactions and watches itself.
  */
 import { PlatformError, type DomId, type Perm, type XenStore, type XsTransaction, type XsWatch } from "../types.ts";
+import { retryTransaction } from "../xenstore-transaction.ts";
 import {
   XS,
   XsDecoder,
@@ -187,27 +188,7 @@ export class XenStoreClient implements XenStore {
   }
 
   async transaction<T>(fn: (tx: XsTransaction) => Promise<T>, maxRetries = DEFAULT_TX_RETRIES): Promise<T> {
-    if (!Number.isInteger(maxRetries) || maxRetries < 0) {
-      throw new PlatformError("EINVAL", "xenstore.transaction", `maxRetries must be a non-negative integer, got ${maxRetries}`);
-    }
-    for (let attempt = 0; ; attempt++) {
-      const tx = await this.transactionStart();
-      let result: T;
-      try {
-        result = await fn(tx);
-      } catch (e) {
-        if (this.txs.has(tx.id) && !this.closed) await this.transactionEnd(tx, false).catch(() => {});
-        if (isEagain(e) && attempt < maxRetries) continue;
-        throw e;
-      }
-      try {
-        await this.transactionEnd(tx, true);
-        return result;
-      } catch (e) {
-        if (isEagain(e) && attempt < maxRetries) continue;
-        throw e;
-      }
-    }
+    return retryTransaction(this, fn, maxRetries, (t) => this.txs.has(t.id) && !this.closed);
   }
 
   close(): void {
@@ -329,6 +310,3 @@ export class XenStoreClient implements XenStore {
   }
 }
 
-function isEagain(e: unknown): boolean {
-  return e instanceof PlatformError && e.code === "EAGAIN";
-}
