@@ -18,8 +18,8 @@
  * (CI=true), where that is a failure: CI exists to run this.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { compiledC } from "./helpers/compile-c.ts";
+import { existsSync } from "node:fs";
 import { join } from "node:path";
 import {
   BackRing,
@@ -85,7 +85,6 @@ if (!available && !IN_CI) {
   );
 }
 
-let workDir = "";
 let binary = "";
 
 /** Run the compiled checker in `mode`, feeding `input` on stdin; return its stdout. */
@@ -749,17 +748,12 @@ if (!available && IN_CI) {
     // Hooks only when the suite runs: a skipped suite then lists just its tests.
     if (available && GCC !== null) {
       const gcc = GCC;
+      const program = compiledC(gcc, C_SOURCE, "netif-check", ["-fno-strict-aliasing"]);
       beforeAll(() => {
-        workDir = mkdtempSync(join(tmpdir(), "netif-check-"));
-        binary = join(workDir, "netif-check");
-        const cc = Bun.spawnSync([gcc, "-std=gnu11", "-O2", "-Wall", "-Wextra", "-fno-strict-aliasing", "-o", binary, C_SOURCE]);
-        const diagnostics = cc.stderr.toString();
-        if (cc.exitCode !== 0) throw new Error(`gcc failed on ${C_SOURCE}:\n${diagnostics}`);
-        if (diagnostics.trim() !== "") console.warn(`c-crosscheck: gcc warnings:\n${diagnostics}`);
+        program.build();
+        binary = program.binary;
       });
-      afterAll(() => {
-        if (workDir !== "") rmSync(workDir, { recursive: true, force: true });
-      });
+      afterAll(() => program.clean());
     }
 
     test("struct sizes, field offsets, ring geometry and constants match the C headers", async () => {

@@ -11,8 +11,8 @@
  * where that is a failure. The libc tests need no Xen: memfd stands in for a device.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { compiledC } from "./helpers/compile-c.ts";
+import { existsSync } from "node:fs";
 import { join } from "node:path";
 import * as libc from "../src/ffi/libc.ts";
 import { ErrnoError } from "../src/ffi/errno.ts";
@@ -103,7 +103,6 @@ if (!available && !IN_CI) {
   console.warn(`xen-ioctl: C cross-check SKIPPED, missing ${missing.join(" and ")}; the ioctl structs were not checked against the kernel headers`);
 }
 
-let workDir = "";
 let binary = "";
 
 async function runC(mode: "layout", input: string): Promise<string[]> {
@@ -411,17 +410,12 @@ if (!available && IN_CI) {
   suite("C cross-check (xen/evtchn.h, gntalloc.h, gntdev.h)", () => {
     if (available && GCC !== null) {
       const gcc = GCC;
+      const program = compiledC(gcc, C_SOURCE, "uapi-check", []);
       beforeAll(() => {
-        workDir = mkdtempSync(join(tmpdir(), "uapi-check-"));
-        binary = join(workDir, "uapi-check");
-        const cc = Bun.spawnSync([gcc, "-std=gnu11", "-O2", "-Wall", "-Wextra", "-o", binary, C_SOURCE]);
-        const diagnostics = cc.stderr.toString();
-        if (cc.exitCode !== 0) throw new Error(`gcc failed on ${C_SOURCE}:\n${diagnostics}`);
-        if (diagnostics.trim() !== "") console.warn(`xen-ioctl: gcc warnings:\n${diagnostics}`);
+        program.build();
+        binary = program.binary;
       });
-      afterAll(() => {
-        if (workDir !== "") rmSync(workDir, { recursive: true, force: true });
-      });
+      afterAll(() => program.clean());
     }
 
     test("every struct size, field offset, ioctl number and constant matches the headers", async () => {
