@@ -54,7 +54,9 @@ export class Flow {
   async batch(n: number): Promise<void> {
     this.target = this.received + n;
     const arrived = new Promise<void>((r) => (this.done = r));
-    for (let i = 0; i < n; i++) await this.from.write(this.frame);
+    for (let i = 0; i < n; i++) {
+      while (!this.from.tryWrite(this.frame)) await this.from.writable(this.frame.length);
+    }
     if (this.received < this.target) await arrived;
     else this.done = null;
   }

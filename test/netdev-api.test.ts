@@ -266,3 +266,25 @@ describe("nobody listening", () => {
     });
   });
 });
+
+describe("tryWrite and writable", () => {
+  test("tryWrite queues without a promise, says false when the queue is full, and writable() says when to offer again", async () => {
+    await withPair(async ({ front, back }) => {
+      expect(() => front.tryWrite(new Uint8Array(10))).toThrow(/FRAME_TOO_SHORT/);
+      const frame = new Uint8Array(8192);
+      let queued = 0;
+      // Nobody receives at the back end yet: its queue, the ring and ours fill up.
+      for (let i = 0; i < 5000 && front.tryWrite(frame.fill(queued & 0xff, 0, 1)); i++) queued++;
+      expect(queued).toBeGreaterThan(100);
+      expect(queued).toBeLessThan(5000);
+      expect(front.tryWrite(frame)).toBe(false);
+      const got: number[] = [];
+      back.listen((f) => got.push(f[0]!));
+      await front.writable(frame.length);
+      expect(front.tryWrite(frame.fill(queued & 0xff, 0, 1))).toBe(true);
+      queued++;
+      await until(() => got.length === queued);
+      expect(got).toEqual(Array.from({ length: queued }, (_, i) => i & 0xff));
+    });
+  });
+});

@@ -84,6 +84,20 @@ export abstract class NetDevice {
     return this.writer.write(frame.byteLength, this.sendFlags.encode(opts), (dst, off) => dst.set(frame, off));
   }
 
+  /**
+   * Send one frame now if the send queue has room, without a promise; false when it is full
+   * (nothing was queued: wait for `writable()` and offer it again). Throws what write() rejects with.
+   */
+  tryWrite(frame: Uint8Array, opts?: WriteOptions): boolean {
+    if (!(frame instanceof Uint8Array)) throw new NetError("BAD_ARGUMENT", "tryWrite takes a Uint8Array");
+    return this.writer.offer(frame.byteLength, this.sendFlags.encode(opts), (dst, off) => dst.set(frame, off));
+  }
+
+  /** Resolves when a frame of `len` bytes (default: the largest) would be queued at once. */
+  writable(len = this.maxFrameSize): Promise<void> {
+    return this.writer.writable(len);
+  }
+
   /** Send one frame gathered from several buffers. */
   writev(parts: readonly Uint8Array[], opts?: WriteOptions): Promise<void> {
     if (!Array.isArray(parts) || parts.some((p) => !(p instanceof Uint8Array))) {

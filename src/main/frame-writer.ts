@@ -61,6 +61,38 @@ export class FrameWriter {
     return run;
   }
 
+  /**
+   * Queue the frame now if it fits and no earlier write is waiting; false otherwise (nothing
+   * queued). No promise: the fast path for senders that keep the queue busy.
+   */
+  offer(len: number, meta: number, fill: (dst: Uint8Array, offset: number) => void): boolean {
+    const closed = this.opts.closed();
+    if (closed !== null) throw closed;
+    this.check(len);
+    return this.tail === null && this.tryWrite(len, meta, fill);
+  }
+
+  /** Resolves once a frame of `len` bytes would fit (or the device closed: then it rejects). */
+  async writable(len: number): Promise<void> {
+    const q = this.q;
+    for (;;) {
+      const closed = this.opts.closed();
+      if (closed !== null) throw closed;
+      if (this.tail === null && q.hasRoom(len)) return;
+      await this.tail;
+      q.setProducerWaiting(true);
+      const cons = Atomics.load(q.ctl, FrameQueue.CONS);
+      if (q.hasRoom(len)) {
+        q.setProducerWaiting(false);
+        continue;
+      }
+      this.opts.wake();
+      const w = Atomics.waitAsync(q.ctl, FrameQueue.CONS, cons, 1000);
+      if (w.async) await w.value;
+      q.setProducerWaiting(false);
+    }
+  }
+
   private tryWrite(len: number, meta: number, fill: (dst: Uint8Array, offset: number) => void): boolean {
     const q = this.q;
     const off = q.reserve(len);
