@@ -208,3 +208,42 @@ describe("the back end's driver domain is destroyed", () => {
     dom0.close();
   });
 });
+
+describe("the front end restarts (a guest reboots)", () => {
+  test("a netback with reconnect serves the next front end; frames it wrote meanwhile are delivered", async () => {
+    const vif = await simVif();
+    const [back, front1] = await Promise.all([vif.serve({ reconnect: true }), vif.connect()]);
+    const got1: number[] = [];
+    front1.listen((f) => got1.push(f[0]!));
+    await back.write(new Uint8Array(60).fill(1));
+    await until(() => got1.length === 1);
+    await front1.disconnect();
+    expect(back.connected).toBe(true);
+    await until(async () => (await vif.dom0.xenstore.read(`${vif.paths.backPath}/state`)) === "2"); // InitWait again
+    // Written with no front end: waits for the next one.
+    const waiting = [2, 3, 4].map((i) => back.write(new Uint8Array(60).fill(i)));
+    for (let round = 1; round <= 2; round++) {
+      const front = await vif.connect();
+      const got: number[] = [];
+      front.listen((f) => got.push(f[0]!));
+      if (round === 1) {
+        await Promise.all(waiting);
+        await until(() => got.length === 3);
+        expect(got).toEqual([2, 3, 4]);
+      }
+      await front.write(new Uint8Array(60).fill(9));
+      const up: number[] = [];
+      const off = back.listen((f) => up.push(f[0]!));
+      await until(() => up.length === 1);
+      off();
+      expect(back.reconnectCount).toBe(round);
+      await front.disconnect();
+    }
+    await back.disconnect();
+    expect(await vif.dom0.xenstore.read(`${vif.paths.backPath}/state`)).toBe("6");
+    expect(vif.hv.leaks()).toEqual([]);
+    vif.frontPlatform.close();
+    vif.backPlatform.close();
+    vif.dom0.close();
+  });
+});
