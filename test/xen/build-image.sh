@@ -152,7 +152,9 @@ add_exe /usr/sbin/bridge usr/sbin/bridge
 add_exe "$bunbin" usr/bin/bun
 # dlopen()ed, not listed by ldd: libgcc_s (pthread_cancel in xl), Bun's libpthread/libdl/libm
 for l in libgcc_s.so.1 libpthread.so.0 libdl.so.2 libm.so.6 librt.so.1 libresolv.so.2; do
-  p=$(ldconfig -p | awk -v l="$l" '$1 == l && /x86-64/ { print $NF; exit }')
+  # awk reads to the end (no early exit): under pipefail, ldconfig killed by SIGPIPE would fail
+  # the build silently, and only sometimes.
+  p=$(ldconfig -p | awk -v l="$l" '$1 == l && /x86-64/ && !found { print $NF; found = 1 }')
   [ -n "$p" ] || { log "$l not found"; exit 1; }
   case $copied in *" $p "*) ;; *) copied="$copied$p "; copy_file "$p" "usr${p#/usr}" ;; esac
 done

@@ -38,7 +38,9 @@ done
 case "$repo$script$XEN_RIG_CACHE" in *,*|*[[:space:]]*) say "paths must not contain commas or spaces (QEMU option syntax)"; exit 2 ;; esac
 
 t_build=$(now)
-img=$("$here/build-image.sh" | tail -n 1) || { say "image build failed"; exit 2; }
+# The build is cheap (about 2 s) and one CI run once saw it fail without a message: try twice.
+img=$("$here/build-image.sh" | tail -n 1) || img=$("$here/build-image.sh" | tail -n 1) ||
+  { say "image build failed twice (its messages are above)"; exit 2; }
 t_boot=$(now)
 
 run=$XEN_RIG_CACHE/runs/$(date +%Y%m%d-%H%M%S)-$$
