@@ -12,23 +12,17 @@
 import type { Logger } from "pino";
 import { ETH_HLEN, MAX_PACKET_SIZE } from "../protocol/netif.ts";
 import { backendDir, FRONT_KEYS, XenbusState } from "../protocol/xenbus.ts";
-import type { EventChannels, MappedPages, Platform, XsWatch } from "../platform/types.ts";
-import { createControlState, type ControlState } from "../workers/control.ts";
-import { createFrameQueueState, type FrameQueueState } from "../workers/frame-queue.ts";
+import type { EventChannels, MappedPages, Platform } from "../platform/types.ts";
 import type { RoleName } from "../workers/role.ts";
 import { Cleanup } from "./cleanup.ts";
-import { NetDevice } from "./device.ts";
 import { NetError } from "./errors.ts";
 import { rxFlags, txFlags } from "./flags.ts";
 import { loggerFor } from "./logger.ts";
 import { defaultPlatform } from "./platform-default.ts";
-import { RingWorkerHandle, type RingWorkerEvents } from "./ring-worker-handle.ts";
+import { RingWorkerHandle } from "./ring-worker-handle.ts";
+import { createContext, SessionDevice, type DeviceContext, type Session } from "./session.ts";
 import { advertiseBackend, awaitFrontend, resetBackendForReconnect, type BackendFeatures, type FrontendInfo } from "./xenbus/backend.ts";
-import { readState, setState, waitForState } from "./xenbus/wait.ts";
-
-const DEFAULT_QUEUE_BYTES = 4 << 20;
-const DEFAULT_TIMEOUT_MS = 10_000;
-const RECONNECT_BACKOFF_MS = 100;
+import { setState, waitForState } from "./xenbus/wait.ts";
 export const NETBACK_MAC = Uint8Array.of(0xfe, 0xff, 0xff, 0xff, 0xff, 0xff);
 const FEATURES: BackendFeatures = { sg: true, gsoTcpv4: false, gsoTcpv6: false, splitEventChannels: true, maxQueues: 1 };
 
@@ -51,43 +45,16 @@ export interface NetbackOptions {
   reconnect?: boolean;
 }
 
-interface Context {
-  platform: Platform;
-  backPath: string;
-  timeoutMs: number;
-  log: Logger;
-  txQueue: FrameQueueState;
-  rxQueue: FrameQueueState;
-  txControl: ControlState;
-  rxControl: ControlState;
-  events: RingWorkerEvents;
-  abort: AbortController;
-}
-
-interface Session {
+interface BackSession extends Session {
   info: FrontendInfo;
-  sender: RingWorkerHandle;
-  receiver: RingWorkerHandle;
-  resources: Cleanup;
-  sendMax: number;
 }
 
-export class Netback extends NetDevice {
+export class Netback extends SessionDevice<BackSession> {
   readonly mac = NETBACK_MAC;
-  private session: Session;
-  private watch: XsWatch | null = null;
-  private closing: Promise<void> | null = null;
-  private reconnecting: Promise<void> | null = null;
-  private reconnects = 0;
 
-  private constructor(
-    private readonly ctx: Context,
-    session: Session,
-    private readonly reconnect: boolean,
-  ) {
+  private constructor(ctx: DeviceContext, session: BackSession, reconnect: boolean) {
     // We send on the front end's RX ring and receive from its TX ring.
-    super(session.sender, session.receiver, rxFlags, txFlags, session.sendMax, ctx.log);
-    this.session = session;
+    super(ctx, session, reconnect, rxFlags, txFlags);
   }
 
   /** The front end's MAC, from the back-end directory (written by the toolstack). */
@@ -104,120 +71,53 @@ export class Netback extends NetDevice {
     return this.maxFrameSize - ETH_HLEN;
   }
 
-  /** Front ends served after the first one (with `reconnect`). */
-  get reconnectCount(): number {
-    return this.reconnects;
-  }
-
   static async serve(opts: NetbackOptions): Promise<Netback> {
     const platform = opts.platform ?? (await defaultPlatform(0));
     const devid = opts.devid ?? 0;
     const log = loggerFor(opts.logger, { end: "netback", domid: platform.domid, frontend: opts.frontendDomid, devid });
-    const queueBytes = opts.queueBytes ?? DEFAULT_QUEUE_BYTES;
     let dev: Netback | null = null;
-    const ctx: Context = {
-      platform,
-      backPath: backendDir(platform.domid, opts.frontendDomid, devid),
-      timeoutMs: opts.timeoutMs ?? DEFAULT_TIMEOUT_MS,
-      log,
-      txQueue: createFrameQueueState(queueBytes),
-      rxQueue: createFrameQueueState(queueBytes),
-      txControl: createControlState(),
-      rxControl: createControlState(),
-      abort: new AbortController(),
-      events: {
-        onPeerError: (m) => log.warn({ code: m.code, field: m.field, value: m.value, suppressed: m.suppressed }, `peer error: ${m.message}`),
-        onUnexpectedStop: (failure) => {
-          log.error({ failure }, "ring worker stopped; disconnecting");
-          void dev?.shutdown(new NetError("DISCONNECTED", `ring worker stopped: ${failure}`));
-        },
-      },
-    };
-    await advertiseBackend(platform.xenstore, ctx.backPath, FEATURES);
-    const session = await openSession(ctx);
-    dev = new Netback(ctx, session, opts.reconnect ?? false);
+    const ctx = createContext(platform, backendDir(platform.domid, opts.frontendDomid, devid), opts, log, (failure) => {
+      void dev?.shutdown(new NetError("DISCONNECTED", `ring worker stopped: ${failure}`), false);
+    });
+    await advertiseBackend(platform.xenstore, ctx.dir, FEATURES);
+    dev = new Netback(ctx, await openSession(ctx), opts.reconnect ?? false);
     try {
-      await dev.watchFrontend();
+      await dev.followPeer();
     } catch (e) {
-      await dev.shutdown(new NetError("DISCONNECTED", "serve failed"));
+      await dev.shutdown(new NetError("DISCONNECTED", "serve failed"), false);
       throw e;
     }
     return dev;
   }
 
   /** A front end that goes Closing, Closed or away ends the session. */
-  private async watchFrontend(): Promise<void> {
-    const xs = this.ctx.platform.xenstore;
-    const session = this.session;
-    const statePath = `${session.info.frontendPath}/${FRONT_KEYS.state}`;
-    this.watch = await xs.watch(statePath, `netback-${this.ctx.backPath}-${this.reconnects}`, () => {
-      void readState(xs, statePath).then(
-        (s) => {
-          if (this.closing !== null || this.reconnecting !== null || this.session !== session) return;
-          if (s === XenbusState.Closing || s === XenbusState.Closed || s === XenbusState.Unknown) this.frontendLeft(s);
-        },
-        (e) => this.log.warn({ err: e }, "cannot read the front end's state"),
-      );
+  protected async followPeer(): Promise<void> {
+    await this.watchPeerState(`${this.session.info.frontendPath}/${FRONT_KEYS.state}`, (s) => {
+      if (s === XenbusState.Closing || s === XenbusState.Closed || s === XenbusState.Unknown) this.peerLeft(s);
     });
   }
 
-  private frontendLeft(state: XenbusState): void {
-    if (!this.reconnect) {
-      this.log.info({ state }, "front end is closing; disconnecting");
-      void this.shutdown(new NetError("DISCONNECTED", `the front end went to state ${state}`));
-      return;
-    }
-    this.log.info({ state }, "front end left; offering the vif again");
-    this.reconnecting = this.reconnectLoop().finally(() => (this.reconnecting = null));
+  protected openSession(): Promise<BackSession> {
+    return openSession(this.ctx);
   }
 
-  private async reconnectLoop(): Promise<void> {
-    this.sender.control.setPeerConnected(false);
-    await this.closeSession();
-    const xs = this.ctx.platform.xenstore;
-    while (this.closing === null) {
-      try {
-        if (!(await resetBackendForReconnect(xs, this.ctx.backPath, FEATURES))) {
-          this.log.info("the vif is no longer online; closing");
-          void this.shutdown(new NetError("DISCONNECTED", "the vif went offline"));
-          return;
-        }
-        const s = await openSession(this.ctx);
-        if (this.closing !== null) {
-          await s.resources.run(this.log);
-          return;
-        }
-        this.session = s;
-        this.replaceWorkers(s.sender, s.receiver);
-        this.reconnects++;
-        await this.watchFrontend();
-        return;
-      } catch (e) {
-        if (this.closing !== null) return;
-        this.log.warn({ err: e }, "serving the next front end failed; retrying");
-        await Bun.sleep(RECONNECT_BACKOFF_MS);
-      }
-    }
+  /** Offer the vif again (InitWait), as Linux netback does while the vif stays online. */
+  protected async prepareReconnect(): Promise<boolean> {
+    const again = await resetBackendForReconnect(this.ctx.platform.xenstore, this.ctx.dir, FEATURES);
+    if (!again) this.log.info("the vif is no longer online; closing");
+    return again;
   }
 
   /** Stop serving: let go of the front end's pages and ports, go Closing, then Closed. */
   disconnect(): Promise<void> {
-    return this.shutdown(new NetError("DISCONNECTED", "the device was disconnected"));
+    return this.shutdown(new NetError("DISCONNECTED", "the device was disconnected"), false);
   }
 
-  private shutdown(reason: NetError): Promise<void> {
-    if (this.closing === null) {
-      this.closing = this.close(reason);
-      this.ctx.abort.abort(reason);
-    }
-    return this.closing;
-  }
-
-  private async close(reason: NetError): Promise<void> {
+  protected async close(reason: NetError): Promise<void> {
     await this.reconnecting;
     this.closedError ??= reason;
     await this.closeSession();
-    await setState(this.ctx.platform.xenstore, this.ctx.backPath, XenbusState.Closed).catch((e) => this.log.warn({ err: e }, "cannot write Closed"));
+    await setState(this.ctx.platform.xenstore, this.ctx.dir, XenbusState.Closed).catch((e) => this.log.warn({ err: e }, "cannot write Closed"));
     await this.stopDataPath(reason);
     this.log.info("disconnected");
   }
@@ -226,20 +126,19 @@ export class Netback extends NetDevice {
    * End the session: stop the workers and release the front end's pages and ports first (it
    * frees them once it sees us Closing), go Closing, wait for its Closed. Idempotent.
    */
-  private async closeSession(): Promise<void> {
+  protected async closeSession(): Promise<void> {
     const s = this.session;
     if (s.resources.empty) return;
     const xs = this.ctx.platform.xenstore;
-    this.watch?.unwatch();
-    this.watch = null;
+    this.unwatchPeer();
     await this.stopWorkers();
     const failed = await s.resources.run(this.log);
     if (failed.length > 0) this.log.error({ failed }, "some resources could not be released");
-    await setState(xs, this.ctx.backPath, XenbusState.Closing).catch((e) => this.log.warn({ err: e }, "cannot write Closing"));
+    await setState(xs, this.ctx.dir, XenbusState.Closing).catch((e) => this.log.warn({ err: e }, "cannot write Closing"));
     const frontState = `${s.info.frontendPath}/${FRONT_KEYS.state}`;
     const done = (st: XenbusState) => st === XenbusState.Closed || st === XenbusState.Unknown;
     await waitForState(xs, frontState, done, { timeoutMs: this.ctx.timeoutMs }).catch((e) => this.log.warn({ err: e }, "the front end did not close"));
-    await setState(xs, this.ctx.backPath, XenbusState.Closed).catch((e) => this.log.warn({ err: e }, "cannot write Closed"));
+    await setState(xs, this.ctx.dir, XenbusState.Closed).catch((e) => this.log.warn({ err: e }, "cannot write Closed"));
   }
 }
 
@@ -248,8 +147,8 @@ export class Netback extends NetDevice {
  * channels, start the workers on the context's queues, go Connected. On failure everything
  * taken is released and our state is Closed.
  */
-async function openSession(ctx: Context): Promise<Session> {
-  const { platform, backPath, timeoutMs, log } = ctx;
+async function openSession(ctx: DeviceContext): Promise<BackSession> {
+  const { platform, dir: backPath, timeoutMs, log } = ctx;
   const xs = platform.xenstore;
   log.info({ backPath }, "offered the vif (InitWait); waiting for the front end");
   const info = await awaitFrontend(xs, backPath, { timeoutMs, signal: ctx.abort.signal });

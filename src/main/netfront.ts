@@ -5,35 +5,27 @@
  * goes Connected. It transmits only once the back end is Connected: frames written before
  * that wait in the send queue.
  *
- * One connection to a back end is a *session* (rings, pages, channels, workers). The send and
- * receive queues and the counters outlive it: when the back end goes away (restarts, or its
- * driver domain reboots) the session is closed, and with `reconnect` (the default) a new one
- * is opened as soon as a back end offers the vif again; frames written meanwhile wait in the
- * send queue and go out on the new session.
+ * When the back end goes away (restarts, or its driver domain reboots) the session ends and,
+ * with `reconnect` (the default), a new one is opened as soon as a back end offers the vif
+ * again; frames written meanwhile wait in the send queue and go out on the new session.
  */
 import type { Logger } from "pino";
 import { ETH_HLEN, MAX_PACKET_SIZE } from "../protocol/netif.ts";
 import { BACK_KEYS, frontendDir, XenbusState } from "../protocol/xenbus.ts";
-import { PlatformError, type EventChannels, type Platform, type SharedPages, type XsWatch } from "../platform/types.ts";
-import { createControlState, type ControlState } from "../workers/control.ts";
-import { createFrameQueueState, type FrameQueueState } from "../workers/frame-queue.ts";
+import { PlatformError, type EventChannels, type Platform, type SharedPages } from "../platform/types.ts";
 import type { RoleName } from "../workers/role.ts";
 import { Cleanup } from "./cleanup.ts";
-import { NetDevice } from "./device.ts";
 import { NetError } from "./errors.ts";
 import { rxFlags, txFlags } from "./flags.ts";
 import { loggerFor } from "./logger.ts";
 import { defaultPlatform } from "./platform-default.ts";
-import { RingWorkerHandle, type RingWorkerEvents } from "./ring-worker-handle.ts";
+import { RingWorkerHandle } from "./ring-worker-handle.ts";
+import { createContext, SessionDevice, type DeviceContext, type Session } from "./session.ts";
 import { awaitBackend, awaitBackendConnected, publishFrontend, type BackendInfo } from "./xenbus/frontend.ts";
-import { readState, setState, waitForState } from "./xenbus/wait.ts";
+import { setState, waitForState } from "./xenbus/wait.ts";
 
 /** Data pages per direction: one per ring slot. */
 const DATA_PAGES = 256;
-const DEFAULT_QUEUE_BYTES = 4 << 20;
-const DEFAULT_TIMEOUT_MS = 10_000;
-/** Pause between attempts to reconnect, so a back end that keeps failing is not hammered. */
-const RECONNECT_BACKOFF_MS = 100;
 
 export interface NetfrontOptions {
   /** The hypervisor; default: real Xen if present, else the embedded simulated one (as `domid`). */
@@ -56,49 +48,17 @@ export interface NetfrontOptions {
   reconnect?: boolean;
 }
 
-/** What outlives a session: where we are, and the queues and counters the workers use. */
-interface Context {
-  platform: Platform;
-  frontPath: string;
-  timeoutMs: number;
-  log: Logger;
-  txQueue: FrameQueueState;
-  rxQueue: FrameQueueState;
-  txControl: ControlState;
-  rxControl: ControlState;
-  events: RingWorkerEvents;
-  /** Aborted when the device closes for good: ends a wait for a back end that is not there. */
-  abort: AbortController;
-}
-
-/** One connection to a back end. */
-interface Session {
+interface FrontSession extends Session {
   info: BackendInfo;
-  sender: RingWorkerHandle;
-  receiver: RingWorkerHandle;
-  resources: Cleanup;
-  sendMax: number;
 }
 
-export class Netfront extends NetDevice {
+export class Netfront extends SessionDevice<FrontSession> {
   /** Our MAC address, as the toolstack assigned it. */
   readonly mac: Uint8Array;
   readonly mtu: number;
-  private session: Session;
-  private watch: XsWatch | null = null;
-  /** Set once the device is closing for good (disconnect, or the back end left without reconnect). */
-  private closing: Promise<void> | null = null;
-  /** A session change in progress (the back end left and we are reconnecting). */
-  private reconnecting: Promise<void> | null = null;
-  private reconnects = 0;
 
-  private constructor(
-    private readonly ctx: Context,
-    session: Session,
-    private readonly reconnect: boolean,
-  ) {
-    super(session.sender, session.receiver, txFlags, rxFlags, session.sendMax, ctx.log);
-    this.session = session;
+  private constructor(ctx: DeviceContext, session: FrontSession, reconnect: boolean) {
+    super(ctx, session, reconnect, txFlags, rxFlags);
     this.mac = session.info.mac;
     this.mtu = session.info.mtu;
   }
@@ -107,40 +67,18 @@ export class Netfront extends NetDevice {
     return this.session.info.backendId;
   }
 
-  /** Sessions opened after the first one (back-end restarts survived). */
-  get reconnectCount(): number {
-    return this.reconnects;
-  }
-
   static async connect(opts: NetfrontOptions = {}): Promise<Netfront> {
-    const platform = opts.platform ?? await defaultPlatform(opts.domid ?? 1);
+    const platform = opts.platform ?? (await defaultPlatform(opts.domid ?? 1));
     const devid = opts.devid ?? 0;
     const log = loggerFor(opts.logger, { end: "netfront", domid: platform.domid, devid });
-    const queueBytes = opts.queueBytes ?? DEFAULT_QUEUE_BYTES;
     let dev: Netfront | null = null;
-    const ctx: Context = {
-      platform,
-      frontPath: frontendDir(platform.domid, devid),
-      timeoutMs: opts.timeoutMs ?? DEFAULT_TIMEOUT_MS,
-      log,
-      txQueue: createFrameQueueState(queueBytes),
-      rxQueue: createFrameQueueState(queueBytes),
-      txControl: createControlState(),
-      rxControl: createControlState(),
-      abort: new AbortController(),
-      events: {
-        onPeerError: (m) => log.warn({ code: m.code, field: m.field, value: m.value, suppressed: m.suppressed }, `peer error: ${m.message}`),
-        onUnexpectedStop: (failure) => {
-          log.error({ failure }, "ring worker stopped; disconnecting");
-          void dev?.shutdown(new NetError("DISCONNECTED", `ring worker stopped: ${failure}`), false);
-        },
-      },
-    };
-    const session = await openSession(ctx);
-    dev = new Netfront(ctx, session, opts.reconnect ?? true);
+    const ctx = createContext(platform, frontendDir(platform.domid, devid), opts, log, (failure) => {
+      void dev?.shutdown(new NetError("DISCONNECTED", `ring worker stopped: ${failure}`), false);
+    });
+    dev = new Netfront(ctx, await openSession(ctx), opts.reconnect ?? true);
     try {
-      await dev.watchBackend();
-      if (opts.awaitBackend !== false) await awaitBackendConnected(platform.xenstore, session.info.backendPath, { timeoutMs: ctx.timeoutMs });
+      await dev.followPeer();
+      if (opts.awaitBackend !== false) await awaitBackendConnected(platform.xenstore, dev.session.info.backendPath, { timeoutMs: ctx.timeoutMs });
     } catch (e) {
       await dev.shutdown(new NetError("DISCONNECTED", "connect failed"), false);
       throw e;
@@ -148,64 +86,27 @@ export class Netfront extends NetDevice {
     return dev;
   }
 
-  /** Follow the back end's state: Connected opens the send gate; Closing or gone ends the session. */
-  private async watchBackend(): Promise<void> {
-    const xs = this.ctx.platform.xenstore;
-    const session = this.session;
-    const statePath = `${session.info.backendPath}/${BACK_KEYS.state}`;
+  /** The back end's state: Connected opens the send gate; Closing or gone ends the session. */
+  protected async followPeer(): Promise<void> {
     let seenConnected = false;
-    this.watch = await xs.watch(statePath, `netfront-${this.ctx.frontPath}-${this.reconnects}`, () => {
-      void readState(xs, statePath).then(
-        (s) => {
-          if (this.closing !== null || this.reconnecting !== null || this.session !== session) return;
-          if (s === XenbusState.Connected) {
-            seenConnected = true;
-            this.sender.control.setPeerConnected(true);
-            this.sender.kick();
-          } else if (seenConnected || s === XenbusState.Closing || s === XenbusState.Closed) {
-            this.backendLeft(s);
-          }
-        },
-        (e) => this.log.warn({ err: e }, "cannot read the back end's state"),
-      );
+    await this.watchPeerState(`${this.session.info.backendPath}/${BACK_KEYS.state}`, (s) => {
+      if (s === XenbusState.Connected) {
+        seenConnected = true;
+        this.sender.control.setPeerConnected(true);
+        this.sender.kick();
+      } else if (seenConnected || s === XenbusState.Closing || s === XenbusState.Closed) {
+        this.peerLeft(s);
+      }
     });
   }
 
-  private backendLeft(state: XenbusState): void {
-    if (!this.reconnect) {
-      this.log.info({ state }, "back end is going away; disconnecting");
-      void this.shutdown(new NetError("DISCONNECTED", `the back end went to state ${state}`), false);
-      return;
-    }
-    this.log.info({ state }, "back end is going away; will reconnect when it comes back");
-    this.reconnecting = this.reconnectLoop().finally(() => (this.reconnecting = null));
+  protected openSession(): Promise<FrontSession> {
+    return openSession(this.ctx);
   }
 
-  /** Close the session, then open new ones until one connects or the device is disconnected. */
-  private async reconnectLoop(): Promise<void> {
-    this.sender.control.setPeerConnected(false);
-    await this.closeSession();
-    const xs = this.ctx.platform.xenstore;
-    while (this.closing === null) {
-      try {
-        await setState(xs, this.ctx.frontPath, XenbusState.Initialising);
-        const s = await openSession(this.ctx, () => this.closing !== null);
-        if (this.closing !== null) {
-          await s.resources.run(this.log);
-          return;
-        }
-        this.session = s;
-        this.replaceWorkers(s.sender, s.receiver);
-        this.reconnects++;
-        await this.watchBackend();
-        this.log.info({ reconnects: this.reconnects }, "reconnected");
-        return;
-      } catch (e) {
-        if (this.closing !== null) return;
-        this.log.warn({ err: e }, "reconnect attempt failed; retrying");
-        await Bun.sleep(RECONNECT_BACKOFF_MS);
-      }
-    }
+  protected async prepareReconnect(): Promise<boolean> {
+    await setState(this.ctx.platform.xenstore, this.ctx.dir, XenbusState.Initialising);
+    return true;
   }
 
   /**
@@ -216,15 +117,7 @@ export class Netfront extends NetDevice {
     return this.shutdown(new NetError("DISCONNECTED", "the device was disconnected"), true);
   }
 
-  private shutdown(reason: NetError, flush: boolean): Promise<void> {
-    if (this.closing === null) {
-      this.closing = this.close(reason, flush);
-      this.ctx.abort.abort(reason);
-    }
-    return this.closing;
-  }
-
-  private async close(reason: NetError, flush: boolean): Promise<void> {
+  protected async close(reason: NetError, flush: boolean): Promise<void> {
     // A reconnect in progress sees `closing` and gives up; let it finish first.
     await this.reconnecting;
     if (flush && this.sender.control.peerConnected && !(await this.flush(this.ctx.timeoutMs / 2))) {
@@ -238,24 +131,23 @@ export class Netfront extends NetDevice {
 
   /**
    * End the current session: Closing, wait for the back end to let go, stop the workers,
-   * release grants and ports, Closed. The queues keep their frames. Idempotent per session.
+   * release grants and ports, Closed. The queues keep their frames.
    */
-  private async closeSession(): Promise<void> {
+  protected async closeSession(): Promise<void> {
     const s = this.session;
     if (s.resources.empty) return;
     const xs = this.ctx.platform.xenstore;
     const log = this.log;
     const timeoutMs = this.ctx.timeoutMs;
     const backState = `${s.info.backendPath}/${BACK_KEYS.state}`;
-    this.watch?.unwatch();
-    this.watch = null;
+    this.unwatchPeer();
     const gone = (st: XenbusState) => st === XenbusState.Closing || st === XenbusState.Closed || st === XenbusState.Unknown || st === XenbusState.InitWait;
-    await setState(xs, this.ctx.frontPath, XenbusState.Closing).catch((e) => log.warn({ err: e }, "cannot write Closing"));
+    await setState(xs, this.ctx.dir, XenbusState.Closing).catch((e) => log.warn({ err: e }, "cannot write Closing"));
     await waitForState(xs, backState, gone, { timeoutMs }).catch((e) => log.warn({ err: e }, "the back end did not answer Closing"));
     await this.stopWorkers();
     const failed = await s.resources.run(log);
     if (failed.length > 0) log.error({ failed }, "some resources could not be released");
-    await setState(xs, this.ctx.frontPath, XenbusState.Closed).catch((e) => log.warn({ err: e }, "cannot write Closed"));
+    await setState(xs, this.ctx.dir, XenbusState.Closed).catch((e) => log.warn({ err: e }, "cannot write Closed"));
     const closed = (st: XenbusState) => st === XenbusState.Closed || st === XenbusState.Unknown || st === XenbusState.InitWait;
     await waitForState(xs, backState, closed, { timeoutMs }).catch((e) => log.warn({ err: e }, "the back end did not answer Closed"));
   }
@@ -266,8 +158,8 @@ export class Netfront extends NetDevice {
  * channels, start the workers on the context's queues, publish our keys, go Connected.
  * On failure everything taken is released and our state is Closed.
  */
-async function openSession(ctx: Context, abandoned: () => boolean = () => false): Promise<Session> {
-  const { platform, frontPath, timeoutMs, log } = ctx;
+async function openSession(ctx: DeviceContext): Promise<FrontSession> {
+  const { platform, dir: frontPath, timeoutMs, log } = ctx;
   const xs = platform.xenstore;
   log.info({ frontPath }, "waiting for the back end");
   const info = await awaitBackend(xs, frontPath, { timeoutMs, signal: ctx.abort.signal });
@@ -319,7 +211,7 @@ async function openSession(ctx: Context, abandoned: () => boolean = () => false)
     };
     const sender = await start("front-tx", tx, txRing, txData);
     const receiver = await start("front-rx", rx, rxRing, rxData);
-    if (abandoned()) throw new NetError("DISCONNECTED", "the device was disconnected while connecting");
+    if (ctx.abort.signal.aborted) throw new NetError("DISCONNECTED", "the device was disconnected while connecting");
     await publishFrontend(
       xs,
       frontPath,
