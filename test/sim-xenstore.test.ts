@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, test } from "bun:test";
-import { PlatformError, type PlatformErrorCode } from "../src/platform/types.ts";
+import { rejects } from "./helpers/errors.ts";
+import { PlatformError } from "../src/platform/types.ts";
 import { SimXenStore } from "../src/platform/sim/xenstore.ts";
 import { createXenStoreState, SharedXenStore, type XenStoreStateOptions } from "../src/platform/sim/xenstore-state.ts";
 import type { XsWorkerMessage, XsWorkerRequest } from "./fixtures/xenstore-worker.ts";
@@ -22,20 +23,6 @@ function setup(guests: number[] = [], opts: XenStoreStateOptions = {}) {
     return xs;
   };
   return { store, conn, dom0: conn(0) };
-}
-
-async function rejects(p: Promise<unknown>, code: PlatformErrorCode, ...mentions: string[]): Promise<PlatformError> {
-  let err: unknown = null;
-  try {
-    await p;
-  } catch (e) {
-    err = e;
-  }
-  expect(err).toBeInstanceOf(PlatformError);
-  const pe = err as PlatformError;
-  expect(pe.code).toBe(code);
-  for (const m of mentions) expect(pe.message).toContain(m);
-  return pe;
 }
 
 async function until(cond: () => boolean, what: string, ms = 3000): Promise<void> {

@@ -19,6 +19,7 @@
  *    from a real open() made as an unprivileged user.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
+import { rejects } from "./helpers/errors.ts";
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -69,20 +70,6 @@ function hdr(type: number, reqId: number, txId: number, len: number): string {
 /** Hex of a payload written with \0 escapes. */
 function pl(s: string): string {
   return hex(te.encode(s));
-}
-
-async function rejects(p: Promise<unknown>, code: PlatformErrorCode, ...mentions: string[]): Promise<PlatformError> {
-  let err: unknown = null;
-  try {
-    await p;
-  } catch (e) {
-    err = e;
-  }
-  expect(err).toBeInstanceOf(PlatformError);
-  const pe = err as PlatformError;
-  expect(pe.code).toBe(code);
-  for (const m of mentions) expect(pe.message).toContain(m);
-  return pe;
 }
 
 function throwsSync(f: () => unknown): PlatformError {
