@@ -15,6 +15,7 @@ import {
   encodeTxResponse,
   isTxParseError,
   parseTxPacket,
+  scratchTxPacket,
   type TxResponse,
 } from "../src/protocol/index.ts";
 import { SimHypervisor } from "../src/platform/sim/index.ts";
@@ -31,6 +32,8 @@ export class TxRingLoop {
   private readonly seg: CopySegment;
   private readonly rsp: TxResponse = { id: 0, status: 0 };
   private readonly gnttab;
+  private readonly pkt = scratchTxPacket();
+  private readonly segs: CopySegment[];
   checksum = 0;
 
   constructor(readonly frameSize: number) {
@@ -49,6 +52,7 @@ export class TxRingLoop {
     this.frame = new Uint8Array(frameSize).map((_, i) => i * 7);
     this.sink = new Uint8Array(4096);
     this.seg = { source: { domid: 1, ref: 0, offset: 0 }, dest: { buf: this.sink, offset: 0 }, len: frameSize };
+    this.segs = [this.seg];
   }
 
   /** Move `n` frames (n ≤ 256) through the ring and back. */
@@ -65,14 +69,14 @@ export class TxRingLoop {
     const b = this.back;
     let avail = b.unconsumedRequests();
     while (avail > 0) {
-      const p = parseTxPacket(b, b.reqCons, avail);
+      const p = parseTxPacket(b, b.reqCons, avail, undefined, this.pkt);
       if (isTxParseError(p)) throw p.error;
       const frag = p.frags[0]!;
       const src = this.seg.source as { domid: number; ref: number; offset: number };
       src.ref = frag.gref;
       src.offset = frag.offset;
       this.seg.len = frag.size;
-      this.gnttab.copy([this.seg]);
+      this.gnttab.copy(this.segs);
       if (this.seg.status !== GNTST.okay) throw new Error(`grant copy failed: ${this.seg.status}`);
       encodeTxResponse(b.view, b.slotOffset(b.rspProdPvt), { id: frag.id, status: NETIF_RSP.okay });
       b.rspProdPvt = (b.rspProdPvt + 1) >>> 0;

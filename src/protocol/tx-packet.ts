@@ -63,19 +63,32 @@ function fatal(error: ProtocolError, slots: number): TxParseError {
 }
 
 /**
+ * A packet to parse into again and again: the one-request case (nearly every packet) then
+ * allocates nothing. What it holds is valid until the next parse into it.
+ */
+export function scratchTxPacket(): TxPacket {
+  return { size: 0, flags: 0, frags: [{ gref: 0, offset: 0, size: 0, id: 0 }], extras: NO_EXTRAS, slots: 0 };
+}
+
+/** The first request of the packet being parsed: copied out here, never kept past the call. */
+const firstReq: TxRequest = { gref: 0, offset: 0, flags: 0, id: 0, size: 0 };
+
+/**
  * Parse the packet starting at ring index `start`, with `available` requests published from
  * there. A valid front end publishes whole packets, so a chain running past `available` is
- * fatal, as in Linux netback.
+ * fatal, as in Linux netback. A one-request packet is written into `into` when given (see
+ * scratchTxPacket); longer chains and errors are always new objects.
  */
 export function parseTxPacket(
   src: SlotSource,
   start: number,
   available: number,
   limits: TxLimits = DEFAULT_TX_LIMITS,
+  into?: TxPacket,
 ): TxPacket | TxParseError {
   if (available < 1) throw new RangeError("parseTxPacket needs at least one published request");
-  const first = decodeTxRequest(src.view, src.slotOffset(start));
-  if ((first.flags & (NETTXF.moreData | NETTXF.extraInfo)) === 0) return parseSingle(first, limits);
+  const first = decodeTxRequest(src.view, src.slotOffset(start), firstReq);
+  if ((first.flags & (NETTXF.moreData | NETTXF.extraInfo)) === 0) return parseSingle(first, limits, into);
   let used = 1;
   let extras: ExtraInfo[] = [];
   if (first.flags & NETTXF.extraInfo) {
@@ -147,7 +160,7 @@ export function parseTxPacket(
  * The common case, one request and no extras, without the chain machinery: the same checks in
  * the same order as the general path (page crossing is fatal; then length limits drop).
  */
-function parseSingle(r: TxRequest, limits: TxLimits): TxPacket | TxParseError {
+function parseSingle(r: TxRequest, limits: TxLimits, into: TxPacket | undefined): TxPacket | TxParseError {
   if (r.offset + r.size > GRANT_PAGE_SIZE) {
     return fatal(new ProtocolError("FRAGMENT_CROSSES_PAGE", "tx_request[0].offset", r.offset, `offset + ${r.size} bytes crosses the ${GRANT_PAGE_SIZE}-byte page`), 1);
   }
@@ -157,7 +170,19 @@ function parseSingle(r: TxRequest, limits: TxLimits): TxPacket | TxParseError {
   if (r.size > limits.maxPacketSize) {
     return { error: new ProtocolError("PACKET_TOO_LONG", "tx_request.size", r.size, `larger than the maximum ${limits.maxPacketSize}`), slots: 1, fatal: false, ids: [r.id] };
   }
-  return { size: r.size, flags: r.flags & (NETTXF.csumBlank | NETTXF.dataValidated), frags: [{ gref: r.gref, offset: r.offset, size: r.size, id: r.id }], extras: NO_EXTRAS, slots: 1 };
+  const flags = r.flags & (NETTXF.csumBlank | NETTXF.dataValidated);
+  if (into === undefined) return { size: r.size, flags, frags: [{ gref: r.gref, offset: r.offset, size: r.size, id: r.id }], extras: NO_EXTRAS, slots: 1 };
+  into.size = r.size;
+  into.flags = flags;
+  into.extras = NO_EXTRAS;
+  into.slots = 1;
+  const f = into.frags[0]!;
+  into.frags.length = 1;
+  f.gref = r.gref;
+  f.offset = r.offset;
+  f.size = r.size;
+  f.id = r.id;
+  return into;
 }
 
 const NO_EXTRAS: readonly ExtraInfo[] = Object.freeze([]);

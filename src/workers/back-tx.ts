@@ -12,6 +12,7 @@ import {
   encodeTxResponse,
   isTxParseError,
   parseTxPacket,
+  scratchTxPacket,
   type TxLimits,
   type TxResponse,
   DEFAULT_TX_LIMITS,
@@ -34,8 +35,11 @@ export class BackTx implements RingRole {
   private readonly ring: BackRing;
   private readonly limits: TxLimits;
   private readonly rsp: TxResponse = { id: 0, status: 0 };
-  /** Reused copy segments, one per possible fragment. */
-  private readonly segs: CopySegment[];
+  /** Reused copy segments, one per possible fragment; segsFor[n] holds the first n. */
+  private readonly segsFor: CopySegment[][];
+  /** Where one-request packets are parsed, and the ids of the packet being answered. */
+  private readonly pkt = scratchTxPacket();
+  private readonly ids: number[] = [];
   private readonly full: QueueFull;
 
   constructor(
@@ -50,11 +54,12 @@ export class BackTx implements RingRole {
     this.ring.attach();
     this.full = new QueueFull(q);
     this.limits = { ...DEFAULT_TX_LIMITS, maxPacketSize: Math.min(init.maxFrame, q.maxRecord, DEFAULT_TX_LIMITS.maxPacketSize) };
-    this.segs = Array.from({ length: this.limits.fatalSlots }, () => ({
+    const segs: CopySegment[] = Array.from({ length: this.limits.fatalSlots }, () => ({
       source: { domid: init.peer, ref: 0, offset: 0 },
       dest: { buf: q.data, offset: 0 },
       len: 0,
     }));
+    this.segsFor = segs.map((_, n) => segs.slice(0, n)).concat([segs]);
   }
 
   poll(): boolean {
@@ -64,7 +69,7 @@ export class BackTx implements RingRole {
     if (avail === 0) return false;
     let moved = false;
     while (avail > 0) {
-      const p = parseTxPacket(r, r.reqCons, avail, this.limits);
+      const p = parseTxPacket(r, r.reqCons, avail, this.limits, this.pkt);
       if (isTxParseError(p)) {
         if (p.fatal) throw new PeerBroken(p.error);
         dropPacket(this.ctl, this.onError, p.error);
@@ -75,7 +80,9 @@ export class BackTx implements RingRole {
           this.full.block(p.size);
           break;
         }
-        const ids = p.frags.map((f) => f.id);
+        const ids = this.ids;
+        ids.length = 0;
+        for (const f of p.frags) ids.push(f.id);
         const failed = this.copyIn(p.frags, off);
         if (failed < 0) {
           q.commit(off, p.size, packMeta(p.flags, p.extras));
@@ -86,7 +93,7 @@ export class BackTx implements RingRole {
         } else {
           // A grant the front end never gave us, or gave and took back: drop, answer ERROR.
           const f = p.frags[failed]!;
-          const st = this.segs[failed]!.status;
+          const st = this.segsFor[p.frags.length]![failed]!.status;
           dropPacket(this.ctl, this.onError, new ProtocolError("BAD_GREF", `tx_request[${failed}].gref`, f.gref, `grant copy from the front end failed with GNTST ${st}`));
           this.respond(ids, p.slots - ids.length, NETIF_RSP.error);
         }
@@ -102,7 +109,7 @@ export class BackTx implements RingRole {
 
   /** Grant-copy each fragment into the reserved record; the index of the first that failed, or -1. */
   private copyIn(frags: { gref: number; offset: number; size: number }[], off: number): number {
-    const segs = this.segs.slice(0, frags.length);
+    const segs = this.segsFor[frags.length]!;
     let pos = off;
     for (let i = 0; i < frags.length; i++) {
       const f = frags[i]!;
@@ -115,7 +122,8 @@ export class BackTx implements RingRole {
       pos += f.size;
     }
     this.gnttab.copy(segs);
-    return segs.findIndex((s) => s.status !== GNTST.okay);
+    for (let i = 0; i < segs.length; i++) if (segs[i]!.status !== GNTST.okay) return i;
+    return -1;
   }
 
   /** One response per slot: the first data id, NULL for each extra, then the other ids. */

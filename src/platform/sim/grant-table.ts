@@ -19,6 +19,7 @@ import {
   type ReadonlyPage,
   type SharedPages,
 } from "../types.ts";
+import { copyBytes } from "../copy-bytes.ts";
 import type { PagePool } from "./page-pool.ts";
 
 /** Linux keeps the first 8 references for the toolstack; so do we, and ref 0 is never valid. */
@@ -150,18 +151,34 @@ export class GrantTables {
   /**
    * Take one user of `owner`'s grant `ref` on behalf of `peer`. Returns the page, or a GNTST
    * status saying why not (a negative number).
+   *
+   * The user is taken first and the peer and access checked after: a grant cannot be ended or
+   * re-granted while it has a user, so the fields read then are the ones the grant was made
+   * with. (Checking first and pinning after would let an end and a re-grant slip in between.)
+   * This is the back end's per-frame path: one compareExchange, the rest plain reads.
    */
   acquire(owner: DomId, ref: GrantRef, peer: DomId, write: boolean): number {
     if (!this.validDomain(owner)) return GNTST.badDomain;
     if (!this.validRef(ref)) return GNTST.badGntref;
+    const e = this.e;
     const b = this.base(owner, ref);
+    // A stale plain read only makes the compareExchange fail once; a "not active" one is confirmed.
+    let w = e[b + F_WORD]!;
     for (;;) {
-      const w = Atomics.load(this.e, b + F_WORD);
-      if ((w & STATE_MASK) !== ACTIVE) return GNTST.badGntref;
-      if (Atomics.load(this.e, b + F_PEER) !== peer) return GNTST.permissionDenied;
-      if (write && Atomics.load(this.e, b + F_WRITABLE) === 0) return GNTST.permissionDenied;
-      if (Atomics.compareExchange(this.e, b + F_WORD, w, w + USER) === w) return Atomics.load(this.e, b + F_PAGE);
+      if ((w & STATE_MASK) !== ACTIVE) {
+        w = Atomics.load(e, b + F_WORD);
+        if ((w & STATE_MASK) !== ACTIVE) return GNTST.badGntref;
+      }
+      const seen = Atomics.compareExchange(e, b + F_WORD, w, w + USER);
+      if (seen === w) break;
+      w = seen;
     }
+    // Ordered after the grant's own Atomics.store of ACTIVE by the compareExchange above.
+    if (e[b + F_PEER] !== peer || (write && e[b + F_WRITABLE] === 0)) {
+      this.release(owner, ref);
+      return GNTST.permissionDenied;
+    }
+    return e[b + F_PAGE]!;
   }
 
   release(owner: DomId, ref: GrantRef): void {
@@ -264,7 +281,7 @@ class ReadonlyPageView implements ReadonlyPage {
     if (offset < 0 || len < 0 || offset + len > PAGE_SIZE) {
       throw new RangeError(`read-only page copy ${offset}+${len} outside the ${PAGE_SIZE}-byte page`);
     }
-    dst.set(this.bytes.subarray(offset, offset + len), dstOffset);
+    copyBytes(dst, dstOffset, this.bytes, offset, len);
   }
 }
 
@@ -386,12 +403,8 @@ export class SimGrantTable implements GrantTable {
         dstOff = pool.offset(page) + dst.offset;
       }
     }
-    if (status === GNTST.okay && len > 0) {
-      // Both sides in the machine's memory (grant to grant, or a local buffer that lives
-      // there): copyWithin moves the bytes without making a view.
-      if (srcBytes.buffer === dstBytes.buffer && srcBytes.byteOffset === dstBytes.byteOffset) dstBytes.copyWithin(dstOff, srcOff, srcOff + len);
-      else dstBytes.set(srcBytes.subarray(srcOff, srcOff + len), dstOff);
-    }
+    // Bounds were checked above against the page or the local buffer.
+    if (status === GNTST.okay && len > 0) copyBytes(dstBytes, dstOff, srcBytes, srcOff, len);
     if (srcPinned) t.release((src as { domid: number; ref: number }).domid, (src as { domid: number; ref: number }).ref);
     if (dstPinned) t.release((dst as { domid: number; ref: number }).domid, (dst as { domid: number; ref: number }).ref);
     return status;
