@@ -17,6 +17,7 @@ import {
   type RxLimits,
   type RxRequest,
 } from "../protocol/index.ts";
+import { copyBytes } from "../platform/copy-bytes.ts";
 import { pageViews } from "../platform/types.ts";
 import { Control, Counter } from "./control.ts";
 import { FrameQueue } from "./frame-queue.ts";
@@ -98,7 +99,7 @@ export class FrontRx implements RingRole {
       let pos = off;
       for (const f of p.frags) {
         const page = this.pages[(start + f.slot) & r.mask]!;
-        q.data.set(page.subarray(f.offset, f.offset + f.size), pos);
+        copyBytes(q.data, pos, page, f.offset, f.size);
         pos += f.size;
       }
       q.commit(off, p.size, packMeta(p.flags, p.extras));

@@ -17,6 +17,7 @@ import {
   type TxRequest,
   type TxResponse,
 } from "../protocol/index.ts";
+import { copyBytes } from "../platform/copy-bytes.ts";
 import { pageViews } from "../platform/types.ts";
 import { Control, Counter } from "./control.ts";
 import { FrameQueue } from "./frame-queue.ts";
@@ -108,7 +109,7 @@ export class FrontTx implements RingRole {
       for (let i = 0, pos = 0; i < slots; i++, pos += GRANT_PAGE_SIZE) {
         const page = this.free.pop()!;
         const chunk = Math.min(GRANT_PAGE_SIZE, len - pos);
-        this.pages[page]!.set(q.data.subarray(off + pos, off + pos + chunk));
+        copyBytes(this.pages[page]!, 0, q.data, off + pos, chunk);
         this.inFlight[page] = i === 0 ? 2 : 1;
         const req = this.req;
         req.gref = this.refs[page]!;

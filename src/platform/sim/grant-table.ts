@@ -19,6 +19,7 @@ import {
   type ReadonlyPage,
   type SharedPages,
 } from "../types.ts";
+import { ReadonlyPageView } from "../readonly-page.ts";
 import { copyBytes } from "../copy-bytes.ts";
 import type { PagePool } from "./page-pool.ts";
 
@@ -265,24 +266,6 @@ export class GrantTables {
 
 function statusName(s: number): string {
   return Object.entries(GNTST).find(([, v]) => v === s)?.[0] ?? String(s);
-}
-
-/** A read-only mapping: no method writes, so a driver cannot write through it. */
-class ReadonlyPageView implements ReadonlyPage {
-  readonly byteLength = PAGE_SIZE;
-  constructor(private readonly bytes: Uint8Array) {}
-  at(index: number): number {
-    if (!Number.isInteger(index) || index < 0 || index >= PAGE_SIZE) {
-      throw new RangeError(`read-only page index ${index} outside 0..${PAGE_SIZE - 1}`);
-    }
-    return this.bytes[index]!;
-  }
-  copyTo(offset: number, len: number, dst: Uint8Array, dstOffset: number): void {
-    if (offset < 0 || len < 0 || offset + len > PAGE_SIZE) {
-      throw new RangeError(`read-only page copy ${offset}+${len} outside the ${PAGE_SIZE}-byte page`);
-    }
-    copyBytes(dst, dstOffset, this.bytes, offset, len);
-  }
 }
 
 /** One domain's grant operations (gntalloc + gntdev + GNTTABOP_copy). */

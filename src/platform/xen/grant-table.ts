@@ -55,6 +55,7 @@ import {
   type ReadonlyPage,
   type SharedPages,
 } from "../types.ts";
+import { ReadonlyPageView } from "../readonly-page.ts";
 
 export const GNTALLOC_DEVICE = "/dev/xen/gntalloc";
 export const GNTDEV_DEVICE = "/dev/xen/gntdev";
@@ -65,21 +66,6 @@ interface Held {
   readonly index: number;
   readonly count: number;
   readonly mapping: libc.SharedMapping;
-}
-
-class ReadonlyPageView implements ReadonlyPage {
-  readonly byteLength = PAGE_SIZE;
-  constructor(private readonly bytes: Uint8Array) {}
-  at(index: number): number {
-    if (!Number.isInteger(index) || index < 0 || index >= PAGE_SIZE) throw new RangeError(`read-only page index ${index} outside 0..${PAGE_SIZE - 1}`);
-    return this.bytes[index] ?? 0;
-  }
-  copyTo(offset: number, len: number, dst: Uint8Array, dstOffset: number): void {
-    if (!Number.isInteger(offset) || !Number.isInteger(len) || offset < 0 || len < 0 || offset + len > PAGE_SIZE) {
-      throw new RangeError(`read-only page copy ${offset}+${len} outside the ${PAGE_SIZE}-byte page`);
-    }
-    dst.set(this.bytes.subarray(offset, offset + len), dstOffset);
-  }
 }
 
 /** Segments one GRANT_COPY ioctl carries at most; longer lists go in several calls. */
