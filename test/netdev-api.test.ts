@@ -3,6 +3,9 @@ import { describe, expect, test } from "bun:test";
 import pino from "pino";
 import { Writable } from "node:stream";
 import { NetError } from "../src/main/index.ts";
+import type { EventChannels } from "../src/platform/types.ts";
+import { Control, createControlState } from "../src/workers/control.ts";
+import { runRole } from "../src/workers/role-loop.ts";
 import { simVif } from "./helpers/vif.ts";
 import { until } from "./helpers/until.ts";
 
@@ -208,6 +211,74 @@ describe("device API", () => {
     vif.frontPlatform.close();
     vif.backPlatform.close();
     vif.dom0.close();
+  });
+});
+
+describe("spinMicros", () => {
+  test("runRole spins spinMicros µs before it blocks: work arriving 1 ms apart costs a sleep each without, none with", () => {
+    const sleeps = (spinMicros: number) => {
+      const ctl = new Control(createControlState());
+      let left = 20;
+      let due = performance.now() + 1;
+      const role = {
+        poll: () => {
+          if (left === 0 || performance.now() < due) return false;
+          if (--left === 0) ctl.requestStop();
+          due = performance.now() + 1;
+          return true;
+        },
+        prepareSleep: () => false,
+        woke: () => {},
+      };
+      let waits = 0;
+      const evtchn = {
+        // Blocks until the next piece of work is due, as an event would wake it.
+        wait: () => {
+          waits++;
+          while (performance.now() < due);
+          return [];
+        },
+        unmask: () => {},
+      } as unknown as EventChannels;
+      runRole(role, ctl, evtchn, spinMicros);
+      expect(left).toBe(0);
+      return waits;
+    };
+    // Cold JIT or a descheduled thread may let a piece of work arrive during the 64 polls.
+    expect(sleeps(0)).toBeGreaterThanOrEqual(15);
+    expect(sleeps(5000)).toBe(0);
+  });
+
+  test("devices whose workers spin move every frame both ways, in order", async () => {
+    const vif = await simVif();
+    const [back, front] = await Promise.all([vif.serve({ spinMicros: 200 }), vif.connect({ spinMicros: 200 })]);
+    const got = { up: [] as number[], down: [] as number[] };
+    back.listen((f) => got.up.push(f[0]! | (f[1]! << 8)));
+    front.listen((f) => got.down.push(f[0]! | (f[1]! << 8)));
+    const N = 3000;
+    for (let i = 0; i < N; i++) {
+      const f = new Uint8Array(60);
+      f[0] = i & 0xff;
+      f[1] = i >> 8;
+      await front.write(f);
+      await back.write(f);
+    }
+    await until(() => got.up.length === N && got.down.length === N, 30_000);
+    const seq = Array.from({ length: N }, (_, i) => i);
+    expect(got.up).toEqual(seq);
+    expect(got.down).toEqual(seq);
+    await front.disconnect();
+    await back.disconnect();
+    expect(vif.hv.leaks([vif.guest])).toEqual([]);
+  }, 60_000);
+
+  test("a negative, non-finite or huge spinMicros is refused with a RangeError before anything is set up", async () => {
+    const vif = await simVif();
+    for (const bad of [-1, Number.NaN, Number.POSITIVE_INFINITY, 1e9]) {
+      expect(vif.connect({ spinMicros: bad })).rejects.toThrow(/spinMicros must be a number of µs in 0\.\.10000/);
+      expect(vif.serve({ spinMicros: bad })).rejects.toThrow(RangeError);
+    }
+    expect(vif.hv.leaks([vif.guest])).toEqual([]);
   });
 });
 

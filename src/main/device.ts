@@ -35,6 +35,9 @@ export interface NetStats {
   txBytes: number;
   txDrops: number;
   txErrors: number;
+  /** Times the sending / receiving worker ran out of work and blocked (see spinMicros). */
+  txSleeps: number;
+  rxSleeps: number;
 }
 
 /** How a direction's wire flags encode FrameInfo (TX and RX use different bits). */
@@ -191,6 +194,8 @@ export abstract class NetDevice {
       txBytes: now.txBytes - b.txBytes,
       txDrops: now.txDrops - b.txDrops,
       txErrors: now.txErrors - b.txErrors,
+      txSleeps: now.txSleeps - b.txSleeps,
+      rxSleeps: now.rxSleeps - b.rxSleeps,
     };
   }
 
@@ -211,6 +216,8 @@ export abstract class NetDevice {
       txBytes: s.get(Counter.bytes),
       txDrops: s.get(Counter.drops),
       txErrors: s.get(Counter.errors),
+      txSleeps: s.get(Counter.sleeps),
+      rxSleeps: r.get(Counter.sleeps),
     };
   }
 
@@ -256,7 +263,7 @@ export abstract class NetDevice {
 }
 
 function zeroStats(): NetStats {
-  return { rxPackets: 0, rxBytes: 0, rxDrops: 0, rxErrors: 0, txPackets: 0, txBytes: 0, txDrops: 0, txErrors: 0 };
+  return { rxPackets: 0, rxBytes: 0, rxDrops: 0, rxErrors: 0, txPackets: 0, txBytes: 0, txDrops: 0, txErrors: 0, txSleeps: 0, rxSleeps: 0 };
 }
 
 /** An async iterator's own buffer of received frames. */

@@ -39,6 +39,12 @@ export interface NetbackOptions {
   /** Bytes of each queue between the main thread and a worker (default 4 MiB). */
   queueBytes?: number;
   /**
+   * How long a ring worker with nothing to do keeps polling before it sleeps, in µs (default 0:
+   * 64 polls, a few µs). Tens of µs save the wake-ups when every worker and the main thread
+   * have a CPU each; on fewer CPUs the spinning takes time the other threads need.
+   */
+  spinMicros?: number;
+  /**
    * When the front end leaves, offer the vif again and serve the next one (default false: the
    * device closes). Frames written meanwhile wait for the next front end.
    */
@@ -190,6 +196,7 @@ async function openSession(ctx: DeviceContext): Promise<BackSession> {
           data: null,
           peer: info.frontendId,
           maxFrame: role === "back-rx" ? sendMax : recvMax,
+          spinMicros: ctx.spinMicros,
         },
         ch.h,
         ctx.events,

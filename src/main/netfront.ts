@@ -42,6 +42,12 @@ export interface NetfrontOptions {
   /** Bytes of each queue between the main thread and a worker (default 4 MiB). */
   queueBytes?: number;
   /**
+   * How long a ring worker with nothing to do keeps polling before it sleeps, in µs (default 0:
+   * 64 polls, a few µs). Tens of µs save the wake-ups when every worker and the main thread
+   * have a CPU each; on fewer CPUs the spinning takes time the other threads need.
+   */
+  spinMicros?: number;
+  /**
    * When the back end goes away, wait for it to come back and reconnect (default true);
    * frames written meanwhile are sent then. False: the device closes with it.
    */
@@ -202,6 +208,7 @@ async function openSession(ctx: DeviceContext): Promise<FrontSession> {
           data: { pages: data.descriptor, refs: [...data.refs] },
           peer: be,
           maxFrame: role === "front-tx" ? sendMax : recvMax,
+          spinMicros: ctx.spinMicros,
         },
         ch.h,
         ctx.events,

@@ -16,6 +16,8 @@ import type { RingWorkerEvents, RingWorkerHandle } from "./ring-worker-handle.ts
 import { readState } from "./xenbus/wait.ts";
 
 const DEFAULT_QUEUE_BYTES = 4 << 20;
+/** A worker that spins longer than this is a busy loop, not a wait. */
+const MAX_SPIN_MICROS = 10_000;
 export const DEFAULT_TIMEOUT_MS = 10_000;
 /** Pause between attempts to reconnect, so a peer that keeps failing is not hammered. */
 const RECONNECT_BACKOFF_MS = 100;
@@ -34,6 +36,8 @@ export interface DeviceContext {
   events: RingWorkerEvents;
   /** Aborted when the device closes for good: ends a wait for a peer that is not there. */
   abort: AbortController;
+  /** RingWorkerInit.spinMicros for both workers. */
+  spinMicros: number;
 }
 
 /** One connection to the peer. */
@@ -48,11 +52,15 @@ export interface Session {
 export function createContext(
   platform: Platform,
   dir: string,
-  opts: { timeoutMs?: number; queueBytes?: number },
+  opts: { timeoutMs?: number; queueBytes?: number; spinMicros?: number },
   log: Logger,
   onWorkerStop: (failure: string) => void,
 ): DeviceContext {
   const queueBytes = opts.queueBytes ?? DEFAULT_QUEUE_BYTES;
+  const spinMicros = opts.spinMicros ?? 0;
+  if (!(Number.isFinite(spinMicros) && spinMicros >= 0 && spinMicros <= MAX_SPIN_MICROS)) {
+    throw new RangeError(`spinMicros must be a number of µs in 0..${MAX_SPIN_MICROS}, got ${spinMicros}`);
+  }
   return {
     platform,
     dir,
@@ -63,6 +71,7 @@ export function createContext(
     txControl: createControlState(),
     rxControl: createControlState(),
     abort: new AbortController(),
+    spinMicros,
     events: {
       onPeerError: (m) => log.warn({ code: m.code, field: m.field, value: m.value, suppressed: m.suppressed }, `peer error: ${m.message}`),
       onUnexpectedStop: (failure) => {

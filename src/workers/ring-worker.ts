@@ -7,13 +7,11 @@
  */
 import { openPlatform } from "../platform/open.ts";
 import { ProtocolError } from "../protocol/errors.ts";
-import { BackRx } from "./back-rx.ts";
-import { BackTx, PeerBroken } from "./back-tx.ts";
-import { Control, Counter, WorkerState } from "./control.ts";
+import { PeerBroken } from "./back-tx.ts";
+import { Control, WorkerState } from "./control.ts";
 import { FrameQueue } from "./frame-queue.ts";
-import { FrontRx } from "./front-rx.ts";
-import { FrontTx } from "./front-tx.ts";
-import { PeerNotifier, type RingRole, type RingWorkerInit } from "./role.ts";
+import { PeerNotifier, type RingWorkerInit } from "./role.ts";
+import { makeRole, runRole } from "./role-loop.ts";
 
 /** Messages a ring worker posts to the main thread. */
 export type RingWorkerMessage =
@@ -21,10 +19,6 @@ export type RingWorkerMessage =
   | { type: "peer-error"; code: string; field: string; value: number | string; message: string; suppressed: number }
   | { type: "stopped"; failure: string | null };
 
-/** Polls before sleeping: a wake-up costs 20–40 µs on these machines, a poll well under 1 µs. */
-const SPIN_POLLS = 64;
-/** Bound every sleep, so a lost wake-up can only ever cost this much. */
-const MAX_SLEEP_MS = 1000;
 /** Peer errors reported per second at most; the rest are counted, not posted. */
 const ERROR_REPORTS_PER_SEC = 10;
 
@@ -55,41 +49,7 @@ function run(init: RingWorkerInit, ctl: Control): void {
 
   ctl.setState(WorkerState.running);
   self.postMessage({ type: "running" } satisfies RingWorkerMessage);
-  while (!ctl.stopRequested) {
-    if (role.poll()) continue;
-    let moved = false;
-    for (let i = 0; i < SPIN_POLLS && !moved; i++) moved = role.poll();
-    if (moved) continue;
-    if (role.prepareSleep()) {
-      role.woke();
-      continue;
-    }
-    if (ctl.stopRequested) break;
-    ctl.add(Counter.sleeps, 1);
-    // Events carry no news: whatever woke us, the next poll re-reads the rings.
-    for (const port of evtchn.wait(MAX_SLEEP_MS)) evtchn.unmask(port);
-    role.woke();
-  }
-}
-
-function makeRole(
-  init: RingWorkerInit,
-  q: FrameQueue,
-  ctl: Control,
-  kick: PeerNotifier,
-  gnttab: ReturnType<typeof openPlatform>["gnttab"],
-  onError: (e: ProtocolError) => void,
-): RingRole {
-  switch (init.role) {
-    case "front-tx":
-      return new FrontTx(init, q, ctl, kick, onError);
-    case "front-rx":
-      return new FrontRx(init, q, ctl, kick, onError);
-    case "back-tx":
-      return new BackTx(init, q, ctl, kick, gnttab, onError);
-    case "back-rx":
-      return new BackRx(init, q, ctl, kick, gnttab, onError);
-  }
+  runRole(role, ctl, evtchn, init.spinMicros);
 }
 
 /** Post peer errors to the main thread (which logs them), at most ERROR_REPORTS_PER_SEC. */

@@ -24,6 +24,8 @@ export interface RingWorkerInit {
   peer: DomId;
   /** Largest frame accepted, Ethernet header included. */
   maxFrame: number;
+  /** How long the worker keeps polling with nothing to do before it blocks (µs; 0: SPIN_POLLS polls). */
+  spinMicros: number;
 }
 
 export interface RingRole {

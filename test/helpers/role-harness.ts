@@ -66,6 +66,7 @@ function build<R extends RingRole>(
     data: ours === "front" ? { pages: data.descriptor, refs: [...data.refs] } : null,
     peer: ours === "front" ? 0 : guest,
     maxFrame,
+    spinMicros: 0,
   };
   const ctl = new Control(init.control);
   const q = new FrameQueue(init.queue);

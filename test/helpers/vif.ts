@@ -22,8 +22,8 @@ export async function simVif(opts: { devid?: number; sim?: Parameters<typeof Sim
     dom0,
     frontPlatform,
     backPlatform,
-    serve: (o: { timeoutMs?: number; reconnect?: boolean } = {}) => Netback.serve({ platform: backPlatform, frontendDomid: guest, devid, logger: silent, ...o }),
-    connect: (o: { timeoutMs?: number; awaitBackend?: boolean; reconnect?: boolean } = {}) => Netfront.connect({ platform: frontPlatform, devid, logger: silent, ...o }),
+    serve: (o: { timeoutMs?: number; reconnect?: boolean; spinMicros?: number } = {}) => Netback.serve({ platform: backPlatform, frontendDomid: guest, devid, logger: silent, ...o }),
+    connect: (o: { timeoutMs?: number; awaitBackend?: boolean; reconnect?: boolean; spinMicros?: number } = {}) => Netfront.connect({ platform: frontPlatform, devid, logger: silent, ...o }),
     /** Both ends connected, backend offered first. */
     async pair(front: { reconnect?: boolean } = {}) {
       const [back, frontDev] = await Promise.all([this.serve(), this.connect(front)]);
