@@ -1,14 +1,21 @@
 /**
  * The TX data path over the protocol core and the simulated hypervisor, front and back
- * alternating on one thread: the front copies a frame into a pre-shared page, writes a
- * netif_tx_request and pushes; the back parses the packet, grant-copies the bytes out and
- * answers; the front consumes the response. This is the per-frame work of the real driver
- * minus workers and wake-ups, so its cost is the floor the driver builds on.
+ * alternating on one thread: the front copies a frame into pre-shared pages, writes
+ * netif_tx_requests and pushes; the back parses the packet, grant-copies the bytes out and
+ * answers every slot; the front consumes the responses. This is the per-frame work of the
+ * real driver minus workers and wake-ups, so its cost is the floor the driver builds on. It
+ * mirrors `tx_front_send` / `tx_back_receive` of the C reference (bench/c/netif-ref.c): a
+ * frame larger than a page goes as a more_data chain over consecutive slots, one page each,
+ * the first request's size being the whole frame and the later ones their own length.
  */
 import {
   BackRing,
+  ETH_HLEN,
   FrontRing,
+  GRANT_PAGE_SIZE,
+  MAX_PACKET_SIZE,
   NETIF_RSP,
+  NETTXF,
   TX_REQUEST_SIZE,
   decodeTxResponse,
   encodeTxRequest,
@@ -16,13 +23,31 @@ import {
   isTxParseError,
   parseTxPacket,
   scratchTxPacket,
+  type TxPacket,
+  type TxRequest,
   type TxResponse,
 } from "../src/protocol/index.ts";
 import { SimHypervisor } from "../src/platform/sim/index.ts";
-import { GNTST, type CopySegment } from "../src/platform/types.ts";
+import { copyBytes } from "../src/platform/copy-bytes.ts";
+import { GNTST, type CopySegment, type MappedPages, type SharedPages } from "../src/platform/types.ts";
+
+/**
+ * Optional per-frame hooks, for tests: `send` may rewrite the frame about to go (frame `seq`,
+ * counted from 0), `receive` sees the receiver's copy of each frame as soon as it is complete.
+ * Without them the loop moves the same frame over and over, checking nothing per frame.
+ */
+export interface RingLoopHooks {
+  send?: (frame: Uint8Array, seq: number) => void;
+  receive?: (bytes: Uint8Array, len: number, seq: number) => void;
+}
+
+type GrantSide = { domid: number; ref: number; offset: number };
+type BufSide = { buf: Uint8Array; offset: number };
 
 export class TxRingLoop {
   readonly hv = SimHypervisor.create({ pages: 1024 });
+  /** Ring slots (and data pages) each frame uses. */
+  readonly slotsPerFrame: number;
   private readonly front: FrontRing;
   private readonly back: BackRing;
   private readonly pages: Uint8Array[];
@@ -34,55 +59,99 @@ export class TxRingLoop {
   private readonly gnttab;
   private readonly pkt = scratchTxPacket();
   private readonly segs: CopySegment[];
+  /** Multi-page frames: one segment per fragment, and the request being written. */
+  private readonly chainSegs: CopySegment[];
+  private readonly req: TxRequest = { gref: 0, offset: 0, flags: 0, id: 0, size: 0 };
+  private readonly sendHook: RingLoopHooks["send"];
+  private readonly receiveHook: RingLoopHooks["receive"];
+  private readonly ringShare: SharedPages;
+  private readonly dataShare: SharedPages;
+  private readonly ringMap: MappedPages<Uint8Array>;
+  private closed = false;
   checksum = 0;
+  /** Frames written to the ring, and frames the back end has copied out. */
+  sent = 0;
+  received = 0;
 
-  constructor(readonly frameSize: number) {
-    if (frameSize > 4096) throw new RangeError("the ring loop moves single-page frames");
+  constructor(
+    readonly frameSize: number,
+    hooks: RingLoopHooks = {},
+  ) {
+    if (!Number.isInteger(frameSize) || frameSize < ETH_HLEN || frameSize > MAX_PACKET_SIZE) {
+      throw new RangeError(`frame size must be an integer in ${ETH_HLEN}..${MAX_PACKET_SIZE}, got ${frameSize}`);
+    }
+    this.slotsPerFrame = Math.ceil(frameSize / GRANT_PAGE_SIZE);
+    this.sendHook = hooks.send;
+    this.receiveHook = hooks.receive;
     const fe = this.hv.platform(this.hv.createDomain(1));
     this.gnttab = this.hv.platform(0).gnttab;
-    const ring = fe.gnttab.share(0, 1, true);
+    this.ringShare = fe.gnttab.share(0, 1, true);
     // One data page per ring slot, shared once and reused: no grant per packet.
-    const data = fe.gnttab.share(0, 256, false);
-    this.pages = [...data.pages];
-    this.refs = data.refs;
-    this.front = new FrontRing(ring.pages[0]!, TX_REQUEST_SIZE);
+    this.dataShare = fe.gnttab.share(0, 256, false);
+    this.pages = [...this.dataShare.pages];
+    this.refs = this.dataShare.refs;
+    this.front = new FrontRing(this.ringShare.pages[0]!, TX_REQUEST_SIZE);
     this.front.init();
-    this.back = new BackRing(this.hv.platform(0).gnttab.map(1, ring.refs, true).pages[0]!, TX_REQUEST_SIZE);
+    this.ringMap = this.gnttab.map(1, this.ringShare.refs, true);
+    this.back = new BackRing(this.ringMap.pages[0]!, TX_REQUEST_SIZE);
     this.back.attach();
+    if (this.pages.length !== this.front.size) throw new Error(`one data page per slot: ${this.pages.length} pages, ${this.front.size} slots`);
     this.frame = new Uint8Array(frameSize).map((_, i) => i * 7);
-    this.sink = new Uint8Array(4096);
+    this.sink = new Uint8Array(Math.max(frameSize, GRANT_PAGE_SIZE));
     this.seg = { source: { domid: 1, ref: 0, offset: 0 }, dest: { buf: this.sink, offset: 0 }, len: frameSize };
     this.segs = [this.seg];
+    this.chainSegs = Array.from({ length: this.slotsPerFrame }, () => ({
+      source: { domid: 1, ref: 0, offset: 0 },
+      dest: { buf: this.sink, offset: 0 },
+      len: 0,
+    }));
   }
 
-  /** Move `n` frames (n ≤ 256) through the ring and back. */
+  /** Move `n` frames through the ring and back (n × slotsPerFrame ≤ 256). */
   step(n: number): void {
-    const f = this.front;
-    for (let i = 0; i < n; i++) {
-      const slot = f.reqProdPvt & f.mask;
-      this.pages[slot]!.set(this.frame);
-      encodeTxRequest(f.view, f.slotOffset(f.reqProdPvt), { gref: this.refs[slot]!, offset: 0, flags: 0, id: slot, size: this.frameSize });
-      f.reqProdPvt = (f.reqProdPvt + 1) >>> 0;
+    if (n * this.slotsPerFrame > this.front.size) {
+      throw new RangeError(`${n} frames of ${this.slotsPerFrame} slot(s) do not fit a ${this.front.size}-slot ring`);
     }
+    const f = this.front;
+    if (this.slotsPerFrame === 1) {
+      for (let i = 0; i < n; i++) {
+        if (this.sendHook !== undefined) this.sendHook(this.frame, this.sent + i);
+        const slot = f.reqProdPvt & f.mask;
+        this.pages[slot]!.set(this.frame);
+        encodeTxRequest(f.view, f.slotOffset(f.reqProdPvt), { gref: this.refs[slot]!, offset: 0, flags: 0, id: slot, size: this.frameSize });
+        f.reqProdPvt = (f.reqProdPvt + 1) >>> 0;
+      }
+    } else {
+      for (let i = 0; i < n; i++) this.sendChain(this.sent + i);
+    }
+    this.sent += n;
     f.pushRequests();
 
     const b = this.back;
     let avail = b.unconsumedRequests();
+    let got = 0;
     while (avail > 0) {
       const p = parseTxPacket(b, b.reqCons, avail, undefined, this.pkt);
       if (isTxParseError(p)) throw p.error;
-      const frag = p.frags[0]!;
-      const src = this.seg.source as { domid: number; ref: number; offset: number };
-      src.ref = frag.gref;
-      src.offset = frag.offset;
-      this.seg.len = frag.size;
-      this.gnttab.copy(this.segs);
-      if (this.seg.status !== GNTST.okay) throw new Error(`grant copy failed: ${this.seg.status}`);
-      encodeTxResponse(b.view, b.slotOffset(b.rspProdPvt), { id: frag.id, status: NETIF_RSP.okay });
-      b.rspProdPvt = (b.rspProdPvt + 1) >>> 0;
+      if (p.slots === 1) {
+        const frag = p.frags[0]!;
+        const src = this.seg.source as GrantSide;
+        src.ref = frag.gref;
+        src.offset = frag.offset;
+        this.seg.len = frag.size;
+        this.gnttab.copy(this.segs);
+        if (this.seg.status !== GNTST.okay) throw new Error(`grant copy failed: ${this.seg.status}`);
+        encodeTxResponse(b.view, b.slotOffset(b.rspProdPvt), { id: frag.id, status: NETIF_RSP.okay });
+        b.rspProdPvt = (b.rspProdPvt + 1) >>> 0;
+      } else {
+        this.receiveChain(p);
+      }
       b.reqCons = (b.reqCons + p.slots) >>> 0;
       avail -= p.slots;
+      if (this.receiveHook !== undefined) this.receiveHook(this.sink, p.size, this.received + got);
+      got++;
     }
+    this.received += got;
     b.pushResponses();
 
     let done = f.unconsumedResponses();
@@ -92,5 +161,65 @@ export class TxRingLoop {
       f.rspCons = (f.rspCons + 1) >>> 0;
     }
     this.checksum = (this.checksum + this.sink[this.frameSize - 1]!) | 0;
+  }
+
+  /** A multi-page frame: one page and one request per 4096 bytes, more_data on all but the last. */
+  private sendChain(seq: number): void {
+    const f = this.front;
+    const frame = this.frame;
+    const nfrag = this.slotsPerFrame;
+    const req = this.req;
+    if (this.sendHook !== undefined) this.sendHook(frame, seq);
+    for (let j = 0, pos = 0; j < nfrag; j++, pos += GRANT_PAGE_SIZE) {
+      const slot = f.reqProdPvt & f.mask;
+      const len = Math.min(GRANT_PAGE_SIZE, this.frameSize - pos);
+      copyBytes(this.pages[slot]!, 0, frame, pos, len);
+      req.gref = this.refs[slot]!;
+      req.offset = 0;
+      req.flags = j + 1 < nfrag ? NETTXF.moreData : 0;
+      req.id = slot;
+      req.size = j === 0 ? this.frameSize : len; // the first request carries the whole frame
+      encodeTxRequest(f.view, f.slotOffset(f.reqProdPvt), req);
+      f.reqProdPvt = (f.reqProdPvt + 1) >>> 0;
+    }
+  }
+
+  /** Grant-copy every fragment of a chain to its place in the sink, answer every slot. */
+  private receiveChain(p: TxPacket): void {
+    const b = this.back;
+    const frags = p.frags;
+    const segs = this.chainSegs;
+    if (frags.length !== segs.length) throw new Error(`packet of ${frags.length} fragments, expected ${segs.length}`);
+    let pos = 0;
+    for (let j = 0; j < frags.length; j++) {
+      const frag = frags[j]!;
+      const s = segs[j]!;
+      const src = s.source as GrantSide;
+      src.ref = frag.gref;
+      src.offset = frag.offset;
+      (s.dest as BufSide).offset = pos;
+      s.len = frag.size;
+      pos += frag.size;
+    }
+    if (pos !== p.size) throw new Error(`fragments add up to ${pos} bytes, packet says ${p.size}`);
+    this.gnttab.copy(segs);
+    const rsp = this.rsp;
+    rsp.status = NETIF_RSP.okay;
+    for (let j = 0; j < frags.length; j++) {
+      if (segs[j]!.status !== GNTST.okay) throw new Error(`grant copy of fragment ${j} failed: ${segs[j]!.status}`);
+      rsp.id = frags[j]!.id;
+      encodeTxResponse(b.view, b.slotOffset(b.rspProdPvt), rsp);
+      b.rspProdPvt = (b.rspProdPvt + 1) >>> 0;
+    }
+  }
+
+  /** Unmap the ring and end the front's grants; the hypervisor then holds nothing of ours. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.gnttab.unmap(this.ringMap);
+    const fe = this.hv.platform(1).gnttab;
+    fe.unshare(this.dataShare);
+    fe.unshare(this.ringShare);
   }
 }
