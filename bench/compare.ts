@@ -1,5 +1,5 @@
 /**
- * The reference figures our driver is judged against, measured in one run:
+ * The comparison table's pieces (bench/main.ts puts them together; `bun run bench` prints it):
  *
  *   c/single    the C reference (bench/c/netif-ref.c, Xen's ring.h/netif.h), front and back
  *               alternating on one thread: per-frame CPU cost. tx and rx.
@@ -7,40 +7,32 @@
  *   c/floor     the two memcpys per frame and nothing else.
  *   bun/postMessage  frames passed main thread → Worker by postMessage (window 256, acks every
  *               64): the naive alternative to shared-memory queues.
+ *   ours/*      bench/ours.ts: single, threads, device and floor.
  *
- * for 64, 512, 1514, 4096 and 9014-byte frames. Every figure is the median of several runs,
- * taken round-robin (run 1 of everything, then run 2, ...) so that a burst of load on this
- * shared, noisy VM spreads over all figures instead of spoiling one; min and max show the
- * spread. Two-thread runs suffer most from other processes (a spinning side then competes
- * with them for the second CPU), so each one first waits, up to 5 s, for the CPUs to be idle;
- * the header says how many runs started on a busy machine anyway (--no-wait: don't wait).
- *
- *   bun run bench/compare.ts [--json FILE] [--runs N] [--sizes 64,1514] [--no-wait]
+ * Every figure is the median of several runs, taken round-robin (run 1 of everything, then
+ * run 2, ...) so that a burst of load on this shared, noisy VM spreads over all figures instead
+ * of spoiling one; min and max show the spread. Two-thread runs suffer most from other
+ * processes (a spinning side then competes with them for the second CPU), so each one first
+ * waits, up to 5 s, for the CPUs to be idle (--no-wait: don't wait).
  *
  * The C side's choices (see bench/c/netif-ref.c): single mode turns round 32 frames per batch
  * (as bench/ring-loop.ts); in threads mode a side spins 50 µs before it blocks, because a
  * futex wake-up costs ~2.5 µs after a short sleep but 20–25 µs once the idle vCPU has halted
  * (guest haltpoll), and a shorter spin makes the pair sleep once per batch, 5–12× slower.
- *
- * Our driver's figures are not measured yet: measureOurs() is the place to add them, as
- * BenchRecords with impl "ours"; the table then shows each one's ratio to the C figure of the
- * same size, mode and direction.
  */
-import { cpus, loadavg } from "node:os";
-import { buildCReference, CReferenceUnavailable, type CDir, type CMode, type RunC } from "./c-reference.ts";
+import type { CDir, CMode, RunC } from "./c-reference.ts";
 import { postMessageRate } from "./postmessage-baseline.ts";
-import { devicePair, Flow } from "./device-pair.ts";
-import { TxRingLoop } from "./ring-loop.ts";
 
 export const SIZES = [64, 512, 1514, 4096, 9014] as const;
-export const DEFAULT_RUNS = 7;
+export const DEFAULT_RUNS = 5;
 
 /** One figure: the median of `runs` runs of one (size, mode, impl, dir). */
 export interface BenchRecord {
   size: number;
-  /** single: one thread (CPU cost). threads: two threads or workers (throughput).
-   *  floor: the two copies alone. postMessage: the naive worker baseline. */
-  mode: "single" | "threads" | "floor" | "postMessage";
+  /** single: one thread (CPU cost). threads: two threads or workers (throughput). device: our
+   *  whole device, main threads included (compared with C's threads). floor: the two copies
+   *  alone. postMessage: the naive worker baseline. */
+  mode: "single" | "threads" | "device" | "floor" | "postMessage";
   impl: "c" | "ours" | "bun";
   /** tx = front → back, rx = back → front; null where direction means nothing (floor, postMessage). */
   dir: "tx" | "rx" | null;
@@ -169,67 +161,22 @@ export async function measurePostMessage(sizes: readonly number[], opts: Measure
   return sizes.map((size) => summarize({ size, mode: "postMessage", impl: "bun", dir: null }, ns.get(size)!));
 }
 
-/**
- * Our driver's figures, as BenchRecords with impl "ours". Mode single: the TX ring path on one
- * thread (protocol core, pre-shared page, grant copy; frames up to one page). Mode threads:
- * Netfront ↔ Netback through their worker pairs, each direction, the same gate before each run.
- */
-export async function measureOurs(sizes: readonly number[], opts: MeasureOptions): Promise<BenchRecord[]> {
-  const { runs, progress = () => {}, gate = async () => {} } = opts;
-  const SINGLE_FRAMES = 64_000;
-  const THREAD_FRAMES = 50_000;
-  const THREAD_BATCH = 2_000;
-  const single = new Map<number, number[]>();
-  const threads = new Map<string, number[]>();
-  const pair = await devicePair();
-  try {
-    const loops = new Map(sizes.filter((s) => s <= 4096).map((s) => [s, new TxRingLoop(s)] as const));
-    const flows = new Map(sizes.flatMap((s) => [[`${s}/tx`, new Flow(pair.front, pair.back, s)], [`${s}/rx`, new Flow(pair.back, pair.front, s)]] as const));
-    for (const loop of loops.values()) loop.step(32); // warm up the JIT before timing
-    for (let r = 0; r < runs; r++) {
-      progress(`ours, round ${r + 1}/${runs}`);
-      for (const [size, loop] of loops) {
-        const t0 = performance.now();
-        for (let i = 0; i < SINGLE_FRAMES; i += 32) loop.step(32);
-        push(single, size, ((performance.now() - t0) * 1e6) / SINGLE_FRAMES);
-      }
-      for (const [key, flow] of flows) {
-        await gate();
-        // Both ends' main-thread halves share this event loop: batches let the receiving side's
-        // reader run between them, as the two domains' event loops would in parallel.
-        const t0 = performance.now();
-        for (let n = 0; n < THREAD_FRAMES; n += THREAD_BATCH) await flow.batch(THREAD_BATCH);
-        push(threads, key, ((performance.now() - t0) * 1e6) / THREAD_FRAMES);
-      }
-    }
-  } finally {
-    await pair.close();
-  }
-  return [
-    ...[...single].map(([size, ns]) => summarize({ size, mode: "single", impl: "ours", dir: "tx" }, ns)),
-    ...[...threads].map(([key, ns]) => {
-      const [size, dir] = key.split("/") as [string, "tx" | "rx"];
-      return summarize({ size: Number(size), mode: "threads", impl: "ours", dir }, ns);
-    }),
-  ];
-}
-
-function push<K>(m: Map<K, number[]>, k: K, v: number): void {
-  const a = m.get(k);
-  if (a) a.push(v);
-  else m.set(k, [v]);
-}
-
-const MODE_ORDER: Record<BenchRecord["mode"], number> = { single: 0, threads: 1, floor: 2, postMessage: 3 };
+const MODE_ORDER: Record<BenchRecord["mode"], number> = { single: 0, threads: 1, device: 2, floor: 3, postMessage: 4 };
 const IMPL_ORDER: Record<BenchRecord["impl"], number> = { c: 0, ours: 1, bun: 2 };
 const dirOrder = (d: BenchRecord["dir"]) => (d === "tx" ? 0 : d === "rx" ? 1 : 2);
 
-/** The table: one row per record, grouped by size; "vs C" = this ns/frame ÷ C's (same size, mode, dir). */
+/** The C record an ours/bun record is compared with: same size, mode and direction (device: C's threads). */
+export function cFigureFor(records: readonly BenchRecord[], r: BenchRecord): BenchRecord | undefined {
+  const mode = r.mode === "device" ? "threads" : r.mode;
+  return records.find((x) => x.impl === "c" && x.size === r.size && x.mode === mode && x.dir === r.dir);
+}
+
+/** The table: one row per record, grouped by size; "vs C" = this ns/frame ÷ C's (cFigureFor). */
 export function formatTable(records: readonly BenchRecord[]): string {
   const rows = [...records].sort(
     (a, b) => a.size - b.size || MODE_ORDER[a.mode] - MODE_ORDER[b.mode] || dirOrder(a.dir) - dirOrder(b.dir) || IMPL_ORDER[a.impl] - IMPL_ORDER[b.impl],
   );
-  const c = (r: BenchRecord) => records.find((x) => x.impl === "c" && x.size === r.size && x.mode === r.mode && x.dir === r.dir);
+  const c = (r: BenchRecord) => cFigureFor(records, r);
   const head = ["frame", "impl", "mode", "dir", "ns/frame", "min–max", "Mframes/s", "Gbit/s", "cpu ns", "runs", "vs C"];
   const body = rows.map((r) => {
     const ref = r.impl === "c" ? undefined : c(r);
@@ -259,86 +206,70 @@ export function formatTable(records: readonly BenchRecord[]): string {
   return out.join("\n");
 }
 
-interface Args {
-  json: string | null;
+/** Issue 6's goals, as bounds on ours ÷ C (ns per frame) in one mode and size. */
+export const GOALS = [
+  { mode: "single", size: 1514, max: 1.3, text: "per-frame CPU within 1.3× of C at 1514 B" },
+  { mode: "single", size: 64, max: 2, text: "per-frame CPU within 2× of C at 64 B" },
+  { mode: "threads", size: 1514, max: 1 / 0.8, text: "two-worker throughput ≥ 0.8× C's two threads at 1514 B" },
+  { mode: "threads", size: 64, max: 1 / 0.5, text: "two-worker throughput ≥ 0.5× C's two threads at 64 B" },
+] as const;
+/** And ours against postMessage: at least this many times its frame rate. */
+export const POSTMESSAGE_GOAL = 100;
+
+/** One line per goal and direction: the figure, the bound, met or not. */
+export function formatGoals(records: readonly BenchRecord[]): string {
+  const out: string[] = [];
+  for (const g of GOALS) {
+    for (const r of records.filter((x) => x.impl === "ours" && x.mode === g.mode && x.size === g.size)) {
+      const c = cFigureFor(records, r);
+      if (c === undefined) continue;
+      const ratio = r.ns_per_frame / c.ns_per_frame;
+      out.push(`${ratio <= g.max ? "met    " : "NOT MET"}  ${g.text}, ${r.dir}: ${ratio.toFixed(2)}× C (bound ${g.max.toFixed(2)}×; ours ${r.ns_per_frame.toFixed(1)}, C ${c.ns_per_frame.toFixed(1)} ns/frame)`);
+    }
+  }
+  for (const pm of records.filter((x) => x.mode === "postMessage")) {
+    for (const r of records.filter((x) => x.impl === "ours" && (x.mode === "threads" || x.mode === "device") && x.size === pm.size && (pm.size === 64 || pm.size === 1514))) {
+      const times = pm.ns_per_frame / r.ns_per_frame;
+      out.push(`${times >= POSTMESSAGE_GOAL ? "met    " : "NOT MET"}  ≥ ${POSTMESSAGE_GOAL}× postMessage's frame rate at ${r.size} B, ${r.mode} ${r.dir}: ${times.toFixed(1)}×`);
+    }
+  }
+  return out.join("\n");
+}
+
+/** A figure in the JSON file: median, spread and runs. */
+export interface JsonFigure {
+  ns_per_frame: number;
+  frames_per_s: number;
+  min: number;
+  max: number;
   runs: number;
-  sizes: number[];
-  wait: boolean;
+  cpu_ns_per_frame?: number;
 }
 
-function parseArgs(argv: string[]): Args {
-  const a: Args = { json: null, runs: DEFAULT_RUNS, sizes: [...SIZES], wait: true };
-  for (let i = 0; i < argv.length; i++) {
-    const flag = argv[i]!;
-    if (flag === "--no-wait") {
-      a.wait = false;
-      continue;
-    }
-    const value = argv[i + 1];
-    if (value === undefined && flag.startsWith("--")) throw new Error(`${flag} needs a value`);
-    switch (flag) {
-      case "--json":
-        a.json = value!;
-        break;
-      case "--runs":
-        a.runs = Number(value);
-        if (!Number.isInteger(a.runs) || a.runs < 1) throw new Error(`--runs ${value}: need a positive integer`);
-        break;
-      case "--sizes":
-        a.sizes = value!.split(",").map(Number);
-        if (a.sizes.some((s) => !Number.isInteger(s) || s < 16 || s > 65535)) throw new Error(`--sizes ${value}: need integers in 16..65535`);
-        break;
-      default:
-        throw new Error(`unknown argument ${flag}; usage: bun run bench/compare.ts [--json FILE] [--runs N] [--sizes 64,1514] [--no-wait]`);
-    }
-    i++;
-  }
-  return a;
+/** One JSON record per frame size, mode and direction: ours, C's and the ratio between them. */
+export interface JsonRow {
+  /** ours, or bun for the postMessage baseline. */
+  impl: BenchRecord["impl"];
+  size: number;
+  mode: BenchRecord["mode"];
+  dir: BenchRecord["dir"];
+  ours: JsonFigure;
+  c: JsonFigure | null;
+  /** ours ÷ C in ns per frame (below 1: faster than C); null without a C figure. */
+  ratio: number | null;
 }
 
-async function main(): Promise<void> {
-  const args = parseArgs(process.argv.slice(2));
-  const t0 = performance.now();
-  // A live status line on a terminal; nothing when stderr is a file or pipe.
-  const tty = process.stderr.isTTY === true;
-  const progress = (s: string) => {
-    if (tty) process.stderr.write(`\r\x1b[K${s} (${((performance.now() - t0) / 1000).toFixed(0)} s)`);
-  };
-
-  let ref;
-  try {
-    ref = await buildCReference();
-  } catch (e) {
-    if (e instanceof CReferenceUnavailable) {
-      console.error(e.message);
-      process.exit(1);
-    }
-    throw e;
-  }
-
-  const loadBefore = loadavg()[0]!;
-  const gate = quietGate();
-  const opts: MeasureOptions = { runs: args.runs, progress, ...(args.wait ? { gate } : {}) };
-  const records = [
-    ...(await measureCReference(ref.runC, args.sizes, opts)),
-    ...(await measureOurs(args.sizes, opts)),
-    ...(await measurePostMessage(args.sizes, opts)),
-  ];
-  const seconds = (performance.now() - t0) / 1000;
-  if (tty) process.stderr.write("\r\x1b[K");
-
-  console.log(`${cpus()[0]?.model ?? "?"}, ${cpus().length} CPUs, Bun ${Bun.version}; ${args.runs} runs each, median [min–max]; took ${seconds.toFixed(1)} s`);
-  if (!args.wait) {
-    // The 1-minute load average before we started (we add about 1 ourselves while running).
-    if (loadBefore > 0.5) console.log(`warning: load average was ${loadBefore.toFixed(2)} before the run: other processes compete for the CPUs, two-thread figures suffer most`);
-  } else if (gate.busyStarts > 0) {
-    console.log(`warning: ${gate.busyStarts} two-thread runs started with other processes busy (waited 5 s each): those figures are pessimistic`);
-  }
-  console.log(formatTable(records));
-  if (args.json !== null) {
-    await Bun.write(args.json, `${JSON.stringify(records, null, 2)}\n`);
-    console.log(`wrote ${records.length} records to ${args.json}`);
-  }
+function figure(r: BenchRecord): JsonFigure {
+  const { ns_per_frame, frames_per_s, min, max, runs, cpu_ns_per_frame } = r;
+  return { ns_per_frame, frames_per_s, min, max, runs, ...(cpu_ns_per_frame === undefined ? {} : { cpu_ns_per_frame }) };
 }
 
-if (import.meta.main) await main();
+/** Our records and the postMessage baseline, each beside its C figure (figure `ours` holds the row's own). */
+export function jsonRows(records: readonly BenchRecord[]): JsonRow[] {
+  return records
+    .filter((r) => r.impl !== "c")
+    .map((r) => {
+      const c = cFigureFor(records, r);
+      return { impl: r.impl, size: r.size, mode: r.mode, dir: r.dir, ours: figure(r), c: c === undefined ? null : figure(c), ratio: c === undefined ? null : r.ns_per_frame / c.ns_per_frame };
+    });
+}

@@ -1,58 +1,110 @@
 /**
- * The main job: frames/s and Gbit/s through Netfront and Netback on the simulated hypervisor,
- * both directions, for 64, 512, 1514 and 9014-byte frames (two TX/RX worker pairs plus the main
- * threads' queue work). Measured beside two references from the same run: the TX ring path on
- * one thread with no workers (protocol core + grant copy) and the memcpy floor.
+ * The main job: our driver on the simulated hypervisor beside the C reference built from Xen's
+ * own ring.h/netif.h, the memcpy floor and a postMessage baseline, for 64, 512, 1514, 4096 and
+ * 9014-byte frames, as one table with each figure's ratio to C, then the goals met or not.
+ *
+ *   bun run bench [--json FILE] [--runs N] [--sizes 64,1514] [--no-wait]
+ *
+ * Without gcc and Xen's headers (libxen-dev) the C column is left out and the table says how
+ * to get it. What each mode measures: bench/compare.ts (C, postMessage) and bench/ours.ts.
  */
-import { bench, do_not_optimize, group, run } from "mitata";
-import { devicePair, Flow } from "./device-pair.ts";
-import { TxRingLoop } from "./ring-loop.ts";
+import { cpus, loadavg } from "node:os";
+import { buildCReference, CReferenceUnavailable, type CReference } from "./c-reference.ts";
+import { DEFAULT_RUNS, SIZES, formatGoals, formatTable, jsonRows, measureCReference, measurePostMessage, quietGate, type BenchRecord, type MeasureOptions } from "./compare.ts";
+import { measureOurs } from "./ours.ts";
 
-const SIZES = [64, 512, 1514, 9014];
-const BATCH = 2000;
-const RING_BATCH = 32;
-
-const pair = await devicePair();
-const names: { size: number; kind: "up" | "down" | "ring" | "floor"; per: number }[] = [];
-
-for (const size of SIZES) {
-  const up = new Flow(pair.front, pair.back, size);
-  const down = new Flow(pair.back, pair.front, size);
-  group(`${size}-byte frames`, () => {
-    bench(`netfront → netback ${size}B ×${BATCH}`, () => up.batch(BATCH));
-    names.push({ size, kind: "up", per: BATCH });
-    bench(`netback → netfront ${size}B ×${BATCH}`, () => down.batch(BATCH));
-    names.push({ size, kind: "down", per: BATCH });
-    if (size <= 4096) {
-      const loop = new TxRingLoop(size);
-      bench(`reference: TX ring path, one thread ${size}B ×${RING_BATCH}`, () => loop.step(RING_BATCH));
-      names.push({ size, kind: "ring", per: RING_BATCH });
-    }
-    const src = new Uint8Array(size).fill(1);
-    const page = new Uint8Array(size);
-    const out = new Uint8Array(size);
-    bench(`reference: memcpy floor (2 copies) ${size}B ×${RING_BATCH}`, () => {
-      for (let i = 0; i < RING_BATCH; i++) {
-        page.set(src);
-        out.set(page);
-      }
-      do_not_optimize(out);
-    });
-    names.push({ size, kind: "floor", per: RING_BATCH });
-  });
+interface Args {
+  json: string | null;
+  runs: number;
+  sizes: number[];
+  wait: boolean;
 }
 
-const { benchmarks } = await run();
-await pair.close();
+const USAGE = "usage: bun run bench [--json FILE] [--runs N] [--sizes 64,1514] [--no-wait]";
 
-const label = { up: "netfront → netback", down: "netback → netfront", ring: "ref: TX ring, 1 thread", floor: "ref: memcpy floor" };
-console.log("\nPer frame (median of mitata's samples):");
-console.log(`${"frame".padStart(6)}  ${"path".padEnd(24)} ${"ns/frame".padStart(9)} ${"Mframes/s".padStart(10)} ${"Gbit/s".padStart(8)}`);
-benchmarks.forEach((b, i) => {
-  const n = names[i];
-  const st = b.runs[0]?.stats;
-  if (!n || !st) return;
-  const ns = st.p50 / n.per;
-  console.log(`${String(n.size).padStart(6)}  ${label[n.kind].padEnd(24)} ${ns.toFixed(1).padStart(9)} ${(1e3 / ns).toFixed(3).padStart(10)} ${((n.size * 8) / ns).toFixed(2).padStart(8)}`);
-});
+function parseArgs(argv: string[]): Args {
+  const a: Args = { json: null, runs: DEFAULT_RUNS, sizes: [...SIZES], wait: true };
+  for (let i = 0; i < argv.length; i++) {
+    const flag = argv[i]!;
+    if (flag === "--no-wait") {
+      a.wait = false;
+      continue;
+    }
+    const value = argv[i + 1];
+    if (value === undefined && flag.startsWith("--")) throw new Error(`${flag} needs a value; ${USAGE}`);
+    switch (flag) {
+      case "--json":
+        a.json = value!;
+        break;
+      case "--runs":
+        a.runs = Number(value);
+        if (!Number.isInteger(a.runs) || a.runs < 1) throw new Error(`--runs ${value}: need a positive integer`);
+        break;
+      case "--sizes":
+        a.sizes = value!.split(",").map(Number);
+        if (a.sizes.some((s) => !Number.isInteger(s) || s < 16 || s > 65535)) throw new Error(`--sizes ${value}: need integers in 16..65535`);
+        break;
+      default:
+        throw new Error(`unknown argument ${flag}; ${USAGE}`);
+    }
+    i++;
+  }
+  return a;
+}
+
+async function main(): Promise<void> {
+  let args: Args;
+  try {
+    args = parseArgs(process.argv.slice(2));
+  } catch (e) {
+    console.error((e as Error).message);
+    process.exit(2);
+  }
+  const t0 = performance.now();
+  // A live status line on a terminal; nothing when stderr is a file or pipe.
+  const tty = process.stderr.isTTY === true;
+  const progress = (s: string) => {
+    if (tty) process.stderr.write(`\r\x1b[K${s} (${((performance.now() - t0) / 1000).toFixed(0)} s)`);
+  };
+
+  let ref: CReference | null = null;
+  let noC = "";
+  try {
+    ref = await buildCReference();
+  } catch (e) {
+    if (!(e instanceof CReferenceUnavailable)) throw e;
+    noC = e.message;
+  }
+
+  const loadBefore = loadavg()[0]!;
+  const gate = quietGate();
+  const opts: MeasureOptions = { runs: args.runs, progress, ...(args.wait ? { gate } : {}) };
+  const records: BenchRecord[] = [
+    ...(ref === null ? [] : await measureCReference(ref.runC, args.sizes, opts)),
+    ...(await measureOurs(args.sizes, opts)),
+    ...(await measurePostMessage(args.sizes, opts)),
+  ];
+  const seconds = (performance.now() - t0) / 1000;
+  if (tty) process.stderr.write("\r\x1b[K");
+
+  console.log(`${cpus()[0]?.model ?? "?"}, ${cpus().length} CPUs, Bun ${Bun.version}; ${args.runs} runs each, median [min–max]; took ${seconds.toFixed(1)} s`);
+  if (ref === null) console.log(`no C reference, so no "vs C" column: ${noC}`);
+  if (!args.wait) {
+    // The 1-minute load average before we started (we add about 1 ourselves while running).
+    if (loadBefore > 0.5) console.log(`warning: load average was ${loadBefore.toFixed(2)} before the run: other processes compete for the CPUs, two-thread figures suffer most`);
+  } else if (gate.busyStarts > 0) {
+    console.log(`warning: ${gate.busyStarts} two-thread runs started with other processes busy (waited 5 s each): those figures are pessimistic`);
+  }
+  console.log(formatTable(records));
+  const goals = formatGoals(records);
+  if (goals !== "") console.log(`\nGoals (issue 6):\n${goals}`);
+  if (args.json !== null) {
+    const rows = jsonRows(records);
+    const doc = { machine: `${cpus()[0]?.model ?? "?"}, ${cpus().length} CPUs`, bun: Bun.version, runs: args.runs, rows, records };
+    await Bun.write(args.json, `${JSON.stringify(doc, null, 2)}\n`);
+    console.log(`wrote ${rows.length} rows (ours beside C) and ${records.length} raw figures to ${args.json}`);
+  }
+}
+
+await main();
 process.exit(0);

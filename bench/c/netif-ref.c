@@ -29,7 +29,7 @@
  * Prints one JSON line. Exit status 0 on success, 1 when the received data does not match
  * what was sent (or a protocol check failed), 2 on bad usage.
  *
- * Environment (for experiments; the defaults are what bench/compare.ts measures):
+ * Environment (for experiments; the defaults are what `bun run bench` measures):
  *   NETIF_REF_BATCH    frames per turn in single mode (default 32, as bench/ring-loop.ts)
  *   NETIF_REF_SPIN_NS  how long a side polls before blocking in threads mode (default 50000)
  *   NETIF_REF_FAULT    corrupt this frame on its way (tests use it to prove the check works)
