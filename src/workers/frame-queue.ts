@@ -45,6 +45,14 @@ export class FrameQueue {
   private readonly mask: number;
   /** The largest record that can always be queued once the queue drains. */
   readonly maxRecord: number;
+  /**
+   * The other side's index as this object last read it. Indices only grow, so a stale one
+   * errs on the safe side (less room, fewer records) and is re-read only when it says full or
+   * empty: one atomic read per burst instead of two per record. Each object keeps its own, so
+   * a new FrameQueue on the same state (a restarted worker) starts from the shared values.
+   */
+  private seenCons: number;
+  private seenProd: number;
 
   constructor(readonly state: FrameQueueState) {
     this.capacity = state.capacity;
@@ -53,6 +61,8 @@ export class FrameQueue {
     this.data = new Uint8Array(state.buffer, HEADER_WORDS * 4, state.capacity);
     this.dv = new DataView(state.buffer, HEADER_WORDS * 4, state.capacity);
     this.maxRecord = state.capacity / 2 - RECORD_HEADER;
+    this.seenCons = Atomics.load(this.ctl, CONS) >>> 0;
+    this.seenProd = Atomics.load(this.ctl, PROD) >>> 0;
   }
 
   // ---- producer side ----
@@ -63,20 +73,22 @@ export class FrameQueue {
    */
   reserve(len: number): number {
     if (len > this.maxRecord) throw new RangeError(`record of ${len} bytes exceeds the queue's ${this.maxRecord}`);
-    const prod = Atomics.load(this.ctl, PROD) >>> 0;
-    const cons = Atomics.load(this.ctl, CONS) >>> 0;
-    const used = (prod - cons) >>> 0;
+    const prod = this.ctl[PROD]! >>> 0; // only the producer writes it: no atomic read needed
     const need = RECORD_HEADER + align8(len);
     const at = prod & this.mask;
     const tail = this.capacity - at;
+    const total = tail < need ? tail + need : need;
+    if (((prod - this.seenCons) >>> 0) + total > this.capacity) {
+      // Full as far as we last looked: look again (the consumer only ever frees space).
+      this.seenCons = Atomics.load(this.ctl, CONS) >>> 0;
+      if (((prod - this.seenCons) >>> 0) + total > this.capacity) return -1;
+    }
     if (tail < need) {
-      // Skip to the start: needs the tail plus the record.
-      if (used + tail + need > this.capacity) return -1;
+      // Skip to the start.
       if (tail >= 4) this.dv.setUint32(at, SKIP, true);
       Atomics.store(this.ctl, PROD, (prod + tail) | 0);
       return RECORD_HEADER;
     }
-    if (used + need > this.capacity) return -1;
     return at + RECORD_HEADER;
   }
 
@@ -94,8 +106,8 @@ export class FrameQueue {
     const at = offset - RECORD_HEADER;
     this.dv.setUint32(at, len, true);
     this.dv.setUint32(at + 4, meta, true);
-    const prod = Atomics.load(this.ctl, PROD);
-    Atomics.store(this.ctl, PROD, (prod + RECORD_HEADER + align8(len)) | 0);
+    // The store publishes the record: it orders the bytes above before the new index.
+    Atomics.store(this.ctl, PROD, (this.ctl[PROD]! + RECORD_HEADER + align8(len)) | 0);
   }
 
   /** Copy-in convenience: false when full. */
@@ -115,9 +127,15 @@ export class FrameQueue {
    */
   peek(): number {
     for (;;) {
-      const prod = Atomics.load(this.ctl, PROD) >>> 0;
-      const cons = Atomics.load(this.ctl, CONS) >>> 0;
-      if (prod === cons) return -1;
+      const cons = this.ctl[CONS]! >>> 0; // only the consumer writes it
+      const ahead = (this.seenProd - cons) >>> 0;
+      // Empty as far as we last looked (or behind us: another object on this queue consumed
+      // past what this one saw): look again. The atomic read orders the record bytes after
+      // the index that covers them.
+      if (ahead === 0 || ahead > this.capacity) {
+        this.seenProd = Atomics.load(this.ctl, PROD) >>> 0;
+        if (this.seenProd === cons) return -1;
+      }
       const at = cons & this.mask;
       const tail = this.capacity - at;
       if (tail < RECORD_HEADER || this.dv.getUint32(at, true) === SKIP) {
@@ -138,8 +156,7 @@ export class FrameQueue {
 
   release(offset: number): void {
     const len = this.recordLength(offset);
-    const cons = Atomics.load(this.ctl, CONS);
-    Atomics.store(this.ctl, CONS, (cons + RECORD_HEADER + align8(len)) | 0);
+    Atomics.store(this.ctl, CONS, (this.ctl[CONS]! + RECORD_HEADER + align8(len)) | 0);
   }
 
   isEmpty(): boolean {
