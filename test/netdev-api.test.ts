@@ -100,7 +100,7 @@ describe("device API", () => {
     vif.dom0.close();
   });
 
-  test("checksum flags cross in both directions and are exposed to the receiver", async () => {
+  test("checksum flags cross in both directions and are exposed to the receiver, as shared frozen infos", async () => {
     await withPair(async ({ front, back }) => {
       const atBack: unknown[] = [];
       const atFront: unknown[] = [];
@@ -123,6 +123,12 @@ describe("device API", () => {
         { csumBlank: true, dataValidated: false, gso: null },
         { csumBlank: false, dataValidated: false, gso: null },
       ]);
+      // Without GSO the info is shared and frozen: nothing to allocate per frame, nothing a
+      // listener can change for the next one.
+      await back.write(new Uint8Array(60));
+      await until(() => atFront.length === 4);
+      expect(atFront[3]).toBe(atFront[2]);
+      expect(Object.isFrozen(atFront[2])).toBe(true);
     });
   });
 

@@ -56,6 +56,13 @@ export abstract class NetDevice {
   private readonly writer: FrameWriter;
   private readonly reader: FrameReader;
   private readonly listeners = new Set<FrameListener>();
+  /** The listeners as an array, for the per-frame loop (iterating a Set allocates). */
+  private listenerList: FrameListener[] = [];
+  /** The frame tryWrite is queueing, for `fillPending` (no closure per frame). */
+  private pending: Uint8Array | null = null;
+  private readonly fillPending = (dst: Uint8Array, off: number): void => {
+    dst.set(this.pending!, off);
+  };
   private readonly iterators = new Set<FrameBuffer>();
   private baseline: NetStats = zeroStats();
   /** Set once the device can no longer send or receive. */
@@ -93,7 +100,12 @@ export abstract class NetDevice {
    */
   tryWrite(frame: Uint8Array, opts?: WriteOptions): boolean {
     if (!(frame instanceof Uint8Array)) throw new NetError("BAD_ARGUMENT", "tryWrite takes a Uint8Array");
-    return this.writer.offer(frame.byteLength, this.sendFlags.encode(opts), (dst, off) => dst.set(frame, off));
+    this.pending = frame;
+    try {
+      return this.writer.offer(frame.byteLength, this.sendFlags.encode(opts), this.fillPending);
+    } finally {
+      this.pending = null;
+    }
   }
 
   /** Resolves when a frame of `len` bytes (default: the largest) would be queued at once. */
@@ -131,14 +143,17 @@ export abstract class NetDevice {
 
   /**
    * Call `cb` for every received frame. The frame is a view valid only during the call: copy
-   * what you keep. Returns a function that removes the listener.
+   * what you keep. The info is frozen and may be the same object for many frames (it never
+   * changes, so it may be kept). Returns a function that removes the listener.
    */
   listen(cb: FrameListener): () => void {
     if (typeof cb !== "function") throw new NetError("BAD_ARGUMENT", "listen takes a callback");
     this.listeners.add(cb);
+    this.listenerList = [...this.listeners];
     this.reader.start();
     return () => {
       this.listeners.delete(cb);
+      this.listenerList = [...this.listeners];
       this.pauseIfUnheard();
     };
   }
@@ -169,13 +184,16 @@ export abstract class NetDevice {
 
   private deliver(frame: Uint8Array, meta: number): void {
     const info = this.recvFlags.decode(meta);
-    for (const l of this.listeners) {
+    const listeners = this.listenerList;
+    for (let i = 0; i < listeners.length; i++) {
+      const l = listeners[i]!;
       try {
         l(frame, info);
       } catch (e) {
         this.log.error({ err: e }, "a frame listener threw; the frame still counts as delivered");
       }
     }
+    if (this.iterators.size === 0) return;
     let full = false;
     for (const it of this.iterators) full = it.push(frame.slice()) || full;
     // Without a listener, an iterator that is behind holds receiving back, rather than buffering without bound.
