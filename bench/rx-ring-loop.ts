@@ -9,6 +9,7 @@
  */
 import {
   BackRing,
+  DEFAULT_RX_LIMITS,
   ETH_HLEN,
   FrontRing,
   GRANT_PAGE_SIZE,
@@ -20,6 +21,7 @@ import {
   encodeRxResponse,
   isRxParseError,
   parseRxPacket,
+  scratchRxPacket,
   type RxRequest,
   type RxResponse,
 } from "../src/protocol/index.ts";
@@ -50,6 +52,8 @@ export class RxRingLoop {
   private readonly backReq: RxRequest = { id: 0, gref: 0 };
   private readonly frontReq: RxRequest = { id: 0, gref: 0 };
   private readonly rsp: RxResponse = { id: 0, offset: 0, flags: 0, status: 0 };
+  /** The front parses every packet into this one, as front-rx does. */
+  private readonly pkt = scratchRxPacket();
   private readonly sendHook: RingLoopHooks["send"];
   private readonly receiveHook: RingLoopHooks["receive"];
   private readonly ringShare: SharedPages;
@@ -149,7 +153,7 @@ export class RxRingLoop {
     let got = 0;
     while (done > 0) {
       const start = f.rspCons;
-      const p = parseRxPacket(f, start, done);
+      const p = parseRxPacket(f, start, done, DEFAULT_RX_LIMITS, this.pkt);
       if (isRxParseError(p)) throw p.error;
       let pos = 0;
       for (let j = 0; j < p.frags.length; j++) {

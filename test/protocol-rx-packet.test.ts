@@ -21,6 +21,7 @@ import {
   RX_RESPONSE,
   RX_RESPONSE_SIZE,
   rxSlotsFor,
+  scratchRxPacket,
   type ExtraInfo,
   type ProtocolErrorCode,
   type RxPacket,
@@ -279,6 +280,153 @@ describe("dropped packets", () => {
     ]);
     expectError(parseRxPacket(ring, 0, 5), { code: "BAD_EXTRA_TYPE", field: "rx_extra_info.type", value: EXTRA_TYPE.gso, slots: 4, ids: [1, 2] });
     expect(expectPacket(parseRxPacket(ring, 4, 1)).frags[0]!.id).toBe(3);
+  });
+});
+
+describe("parsing into a scratch packet", () => {
+  test("one-slot packets in a row: each fills the scratch, returned as is; chains after them parse right", () => {
+    const ring = rxRing();
+    const into = scratchRxPacket();
+    write(ring, 0, [
+      rsp({ id: 5, offset: 0, flags: dataValidated | csumBlank, status: 60 }),
+      rsp({ id: 6, offset: 100, flags: csumBlank, status: 1514 }),
+      rsp({ id: 7, flags: extraInfo | moreData | dataValidated, status: 1000 }),
+      extra(GSO, true),
+      extra(HASH),
+      rsp({ id: 8, flags: moreData, status: 2000 }),
+      rsp({ id: 9, offset: 4000, status: 3 }),
+      rsp({ id: 10, offset: 7, status: 14 }),
+      rsp({ id: 11, flags: moreData, status: 4096 }),
+      rsp({ id: 12, status: 10 }),
+      rsp({ id: 13, flags: moreData, status: 4096 }),
+      rsp({ id: 14, flags: moreData, status: 4096 }),
+      rsp({ id: 15, status: 20 }),
+      rsp({ id: 16, flags: moreData, status: 30 }),
+      rsp({ id: 17, status: 40 }),
+    ]);
+    const want: RxPacket[] = [
+      { size: 60, flags: dataValidated | csumBlank, frags: [{ id: 5, offset: 0, size: 60, slot: 0 }], extras: [], slots: 1 },
+      { size: 1514, flags: csumBlank, frags: [{ id: 6, offset: 100, size: 1514, slot: 0 }], extras: [], slots: 1 },
+      {
+        size: 3003,
+        flags: dataValidated,
+        frags: [
+          { id: 7, offset: 0, size: 1000, slot: 0 },
+          { id: 8, offset: 0, size: 2000, slot: 3 },
+          { id: 9, offset: 4000, size: 3, slot: 4 },
+        ],
+        extras: [GSO, HASH],
+        slots: 5,
+      },
+      { size: 14, flags: 0, frags: [{ id: 10, offset: 7, size: 14, slot: 0 }], extras: [], slots: 1 },
+      {
+        size: 4106,
+        flags: 0,
+        frags: [
+          { id: 11, offset: 0, size: 4096, slot: 0 },
+          { id: 12, offset: 0, size: 10, slot: 1 },
+        ],
+        extras: [],
+        slots: 2,
+      },
+      {
+        size: 8212,
+        flags: 0,
+        frags: [
+          { id: 13, offset: 0, size: 4096, slot: 0 },
+          { id: 14, offset: 0, size: 4096, slot: 1 },
+          { id: 15, offset: 0, size: 20, slot: 2 },
+        ],
+        extras: [],
+        slots: 3,
+      },
+      {
+        size: 70,
+        flags: 0,
+        frags: [
+          { id: 16, offset: 0, size: 30, slot: 0 },
+          { id: 17, offset: 0, size: 40, slot: 1 },
+        ],
+        extras: [],
+        slots: 2,
+      },
+    ];
+    let at = 0;
+    for (const w of want) {
+      const p = parseRxPacket(ring, at, 15 - at, DEFAULT_RX_LIMITS, into);
+      expect(p).toBe(into);
+      expect(p).toEqual(w);
+      expect(parseRxPacket(ring, at, 15 - at)).toEqual(w);
+      at += w.slots;
+    }
+  });
+
+  test("errors are new objects, the same as without a scratch; the scratch still works after them", () => {
+    const ring = rxRing();
+    const into = scratchRxPacket();
+    write(ring, 0, [
+      rsp({ id: 1, flags: gsoPrefix, status: -1 }),
+      rsp({ id: 2, offset: 4000, status: 100 }),
+      rsp({ id: 3, flags: moreData, status: -2 }),
+      rsp({ id: 4, status: 5000 }),
+      rsp({ id: 5, status: 60 }),
+    ]);
+    const want: WantError[] = [
+      { code: "BAD_FLAGS", field: "rx_response[0].flags", value: gsoPrefix, slots: 1, ids: [1] },
+      { code: "FRAGMENT_CROSSES_PAGE", field: "rx_response[0].offset", value: 4000, slots: 1, ids: [2] },
+      { code: "BAD_STATUS", field: "rx_response[0].status", value: -2, slots: 2, ids: [3, 4] },
+    ];
+    let at = 0;
+    for (const w of want) {
+      const p = parseRxPacket(ring, at, 5 - at, DEFAULT_RX_LIMITS, into);
+      expect(p).not.toBe(into);
+      expectError(p, w);
+      at += w.slots;
+    }
+    expect(parseRxPacket(ring, 4, 1, DEFAULT_RX_LIMITS, into)).toEqual({ size: 60, flags: 0, frags: [{ id: 5, offset: 0, size: 60, slot: 0 }], extras: [], slots: 1 });
+    const limits = { ...DEFAULT_RX_LIMITS, maxPacketSize: 59 };
+    expectError(parseRxPacket(ring, 4, 1, limits, into), { code: "PACKET_TOO_LONG", field: "rx_response.status", value: 60, slots: 1, ids: [5] });
+    expectError(parseRxPacket(ring, 4, 1, { ...DEFAULT_RX_LIMITS, maxSlots: 0 }, into), {
+      code: "TOO_MANY_SLOTS",
+      field: "rx_response.flags",
+      value: 1,
+      slots: 1,
+      ids: [5],
+    });
+  });
+
+  test("10,000 random packets, one-slot ones often, damaged or not: into one scratch or not, the same result", () => {
+    const rng = new Rng(0x5c7a7c4);
+    const ring = rxRing();
+    const into = scratchRxPacket();
+    for (let iter = 0; iter < 10_000; iter++) {
+      let a = randomPacket(rng);
+      if (rng.bool(0.5)) {
+        const offset = edgy(rng, 0, PAGE_SIZE);
+        const r = { id: rng.u16(), offset, flags: rng.u16() & (dataValidated | csumBlank), status: edgy(rng, 0, PAGE_SIZE - offset) };
+        a = {
+          slots: [rsp(r)],
+          expected: { size: r.status, flags: r.flags, frags: [{ id: r.id, offset, size: r.status, slot: 0 }], extras: [], slots: 1 },
+          dataSlots: [0],
+        };
+      }
+      const start = rng.u32();
+      write(ring, start, a.slots);
+      if (rng.bool(0.3)) {
+        const off = ring.slotOffset(start + rng.int(0, a.slots.length - 1)) + rng.pick([0, 2, 4, 6]);
+        ring.view.setUint16(off, rng.pick([rng.u16(), 0xffff, 0x8000, 4096, 4097, gsoPrefix, moreData, extraInfo]), true);
+      }
+      const fresh = parseRxPacket(ring, start, a.slots.length);
+      const got = parseRxPacket(ring, start, a.slots.length, DEFAULT_RX_LIMITS, into);
+      if (isRxParseError(fresh) || isRxParseError(got)) {
+        const show = (r: RxPacket | RxParseError) =>
+          isRxParseError(r) ? { code: r.error.code, field: r.error.field, value: r.error.value, message: r.error.message, slots: r.slots, ids: r.ids } : r;
+        if (!Bun.deepEquals(show(got), show(fresh))) expect({ iter, got: show(got) }).toEqual({ iter, got: show(fresh) });
+      } else {
+        expect(got).toBe(into);
+        if (!Bun.deepEquals(got, fresh)) expect({ iter, got }).toEqual({ iter, got: fresh });
+      }
+    }
   });
 });
 

@@ -14,6 +14,7 @@ import {
   encodeRxRequest,
   isRxParseError,
   parseRxPacket,
+  scratchRxPacket,
   type RxLimits,
   type RxRequest,
 } from "../protocol/index.ts";
@@ -30,6 +31,8 @@ export class FrontRx implements RingRole {
   private readonly refs: number[];
   private readonly limits: RxLimits;
   private readonly req: RxRequest = { id: 0, gref: 0 };
+  /** Every packet is parsed into this one: valid until the next parse. */
+  private readonly pkt = scratchRxPacket();
   private readonly full: QueueFull;
 
   constructor(
@@ -75,7 +78,7 @@ export class FrontRx implements RingRole {
     let moved = false;
     while (avail > 0) {
       const start = r.rspCons;
-      const p = parseRxPacket(r, start, avail, this.limits);
+      const p = parseRxPacket(r, start, avail, this.limits, this.pkt);
       if (isRxParseError(p)) {
         dropPacket(this.ctl, this.onError, p.error);
         this.consume(p.slots);
@@ -83,9 +86,18 @@ export class FrontRx implements RingRole {
         moved = true;
         continue;
       }
-      const badId = p.frags.find((f) => f.id !== ((start + f.slot) & r.mask));
-      if (badId !== undefined) {
-        dropPacket(this.ctl, this.onError, new ProtocolError("BAD_ID", `rx_response[${badId.slot}].id`, badId.id, `the buffer in this slot was posted as id ${(start + badId.slot) & r.mask}`));
+      const frags = p.frags;
+      let bad = -1;
+      for (let i = 0; i < frags.length; i++) {
+        const f = frags[i]!;
+        if (f.id !== ((start + f.slot) & r.mask)) {
+          bad = i;
+          break;
+        }
+      }
+      if (bad >= 0) {
+        const f = frags[bad]!;
+        dropPacket(this.ctl, this.onError, new ProtocolError("BAD_ID", `rx_response[${f.slot}].id`, f.id, `the buffer in this slot was posted as id ${(start + f.slot) & r.mask}`));
         this.consume(p.slots);
         avail -= p.slots;
         moved = true;
@@ -97,7 +109,8 @@ export class FrontRx implements RingRole {
         break;
       }
       let pos = off;
-      for (const f of p.frags) {
+      for (let i = 0; i < frags.length; i++) {
+        const f = frags[i]!;
         const page = this.pages[(start + f.slot) & r.mask]!;
         copyBytes(q.data, pos, page, f.offset, f.size);
         pos += f.size;
