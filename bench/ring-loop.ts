@@ -27,9 +27,9 @@ import {
   type TxRequest,
   type TxResponse,
 } from "../src/protocol/index.ts";
-import { SimHypervisor } from "../src/platform/sim/index.ts";
+import { GUEST, simLink, type SimLink } from "./sim-link.ts";
 import { copyBytes } from "../src/platform/copy-bytes.ts";
-import { GNTST, type CopySegment, type MappedPages, type SharedPages } from "../src/platform/types.ts";
+import { GNTST, type CopySegment } from "../src/platform/types.ts";
 
 /**
  * Optional per-frame hooks, for tests: `send` may rewrite the frame about to go (frame `seq`,
@@ -45,7 +45,6 @@ type GrantSide = { domid: number; ref: number; offset: number };
 type BufSide = { buf: Uint8Array; offset: number };
 
 export class TxRingLoop {
-  readonly hv = SimHypervisor.create({ pages: 1024 });
   /** Ring slots (and data pages) each frame uses. */
   readonly slotsPerFrame: number;
   private readonly front: FrontRing;
@@ -64,10 +63,8 @@ export class TxRingLoop {
   private readonly req: TxRequest = { gref: 0, offset: 0, flags: 0, id: 0, size: 0 };
   private readonly sendHook: RingLoopHooks["send"];
   private readonly receiveHook: RingLoopHooks["receive"];
-  private readonly ringShare: SharedPages;
-  private readonly dataShare: SharedPages;
-  private readonly ringMap: MappedPages<Uint8Array>;
-  private closed = false;
+  private readonly link: SimLink = simLink(false);
+  readonly hv = this.link.hv;
   checksum = 0;
   /** Frames written to the ring, and frames the back end has copied out. */
   sent = 0;
@@ -83,25 +80,20 @@ export class TxRingLoop {
     this.slotsPerFrame = Math.ceil(frameSize / GRANT_PAGE_SIZE);
     this.sendHook = hooks.send;
     this.receiveHook = hooks.receive;
-    const fe = this.hv.platform(this.hv.createDomain(1));
     this.gnttab = this.hv.platform(0).gnttab;
-    this.ringShare = fe.gnttab.share(0, 1, true);
-    // One data page per ring slot, shared once and reused: no grant per packet.
-    this.dataShare = fe.gnttab.share(0, 256, false);
-    this.pages = [...this.dataShare.pages];
-    this.refs = this.dataShare.refs;
-    this.front = new FrontRing(this.ringShare.pages[0]!, TX_REQUEST_SIZE);
+    this.pages = [...this.link.data.pages];
+    this.refs = this.link.data.refs;
+    this.front = new FrontRing(this.link.ring.pages[0]!, TX_REQUEST_SIZE);
     this.front.init();
-    this.ringMap = this.gnttab.map(1, this.ringShare.refs, true);
-    this.back = new BackRing(this.ringMap.pages[0]!, TX_REQUEST_SIZE);
+    this.back = new BackRing(this.link.mapped.pages[0]!, TX_REQUEST_SIZE);
     this.back.attach();
     if (this.pages.length !== this.front.size) throw new Error(`one data page per slot: ${this.pages.length} pages, ${this.front.size} slots`);
     this.frame = new Uint8Array(frameSize).map((_, i) => i * 7);
     this.sink = new Uint8Array(Math.max(frameSize, GRANT_PAGE_SIZE));
-    this.seg = { source: { domid: 1, ref: 0, offset: 0 }, dest: { buf: this.sink, offset: 0 }, len: frameSize };
+    this.seg = { source: { domid: GUEST, ref: 0, offset: 0 }, dest: { buf: this.sink, offset: 0 }, len: frameSize };
     this.segs = [this.seg];
     this.chainSegs = Array.from({ length: this.slotsPerFrame }, () => ({
-      source: { domid: 1, ref: 0, offset: 0 },
+      source: { domid: GUEST, ref: 0, offset: 0 },
       dest: { buf: this.sink, offset: 0 },
       len: 0,
     }));
@@ -215,11 +207,6 @@ export class TxRingLoop {
 
   /** Unmap the ring and end the front's grants; the hypervisor then holds nothing of ours. */
   close(): void {
-    if (this.closed) return;
-    this.closed = true;
-    this.gnttab.unmap(this.ringMap);
-    const fe = this.hv.platform(1).gnttab;
-    fe.unshare(this.dataShare);
-    fe.unshare(this.ringShare);
+    this.link.close();
   }
 }

@@ -7,11 +7,11 @@
  * (bench/ring-pair-worker.ts), so the figure is the ring path across two threads, as C's is.
  * The whole device, main threads included, is measured separately (bench/device-pair.ts).
  */
-import { SimHypervisor } from "../src/platform/sim/index.ts";
 import { createControlState, Control, Counter } from "../src/workers/control.ts";
 import { createFrameQueueState } from "../src/workers/frame-queue.ts";
 import type { RingWorkerInit } from "../src/workers/role.ts";
 import { PAIR, type PairWorkerInit } from "./ring-pair-worker.ts";
+import { GUEST, simLink } from "./sim-link.ts";
 
 const QUEUE_BYTES = 4 << 20; // the devices' default
 
@@ -22,18 +22,10 @@ export interface RingPair {
 }
 
 export async function ringPair(dir: "tx" | "rx", size: number): Promise<RingPair> {
-  const hv = SimHypervisor.create({ pages: 2048 });
-  const guest = hv.createDomain();
-  const fe = hv.platform(guest);
+  const link = simLink(dir === "rx", 2048);
+  const { hv, ring, data, mapped } = link;
+  const fe = hv.platform(GUEST);
   const be = hv.platform(0);
-  const ring = fe.gnttab.share(0, 1, true);
-  // TX pages are only read by the back end; RX pages are written into by it.
-  const data = fe.gnttab.share(0, 256, dir === "rx");
-  const fh = fe.openEventChannels();
-  const fport = fh.allocUnbound(0);
-  const bh = be.openEventChannels();
-  const bport = bh.bindInterdomain(guest, fport);
-  const mapped = be.gnttab.map(guest, ring.refs, true);
   const maxFrame = dir === "tx" ? 65535 : 65549;
   // As the C reference's threads mode: 50 µs of polling before a side blocks.
   const common = { maxFrame, spinMicros: 50 };
@@ -41,8 +33,8 @@ export async function ringPair(dir: "tx" | "rx", size: number): Promise<RingPair
     ...common,
     role: dir === "tx" ? "front-tx" : "front-rx",
     platform: fe.descriptor,
-    evtchn: fh.descriptor,
-    port: fport,
+    evtchn: link.front.h.descriptor,
+    port: link.front.port,
     control: createControlState(),
     queue: createFrameQueueState(QUEUE_BYTES),
     ring: ring.descriptor,
@@ -53,13 +45,13 @@ export async function ringPair(dir: "tx" | "rx", size: number): Promise<RingPair
     ...common,
     role: dir === "tx" ? "back-tx" : "back-rx",
     platform: be.descriptor,
-    evtchn: bh.descriptor,
-    port: bport,
+    evtchn: link.back.h.descriptor,
+    port: link.back.port,
     control: createControlState(),
     queue: createFrameQueueState(QUEUE_BYTES),
     ring: mapped.descriptor!,
     data: null,
-    peer: guest,
+    peer: GUEST,
   };
   const ctls = [new Control(frontInit.control), new Control(backInit.control)];
   for (const c of ctls) c.setPeerConnected(true);
@@ -85,7 +77,7 @@ export async function ringPair(dir: "tx" | "rx", size: number): Promise<RingPair
   };
   // The front end initialises the ring; the back end attaches to what it finds.
   const workers = [await start(frontInit), await start(backInit)];
-  const producer = dir === "tx" ? fh : bh;
+  const producer = dir === "tx" ? link.front.h : link.back.h;
 
   return {
     async run(frames) {
@@ -113,16 +105,11 @@ export async function ringPair(dir: "tx" | "rx", size: number): Promise<RingPair
         (worker) => new Promise<void>((resolve) => worker.addEventListener("message", (e: MessageEvent<string>) => e.data !== "ready" && resolve())),
       );
       for (const c of ctls) c.requestStop();
-      fh.kick();
-      bh.kick();
+      link.front.h.kick();
+      link.back.h.kick();
       await Promise.all(stopped);
       for (const worker of workers) worker.terminate();
-      be.gnttab.unmap(mapped);
-      fe.gnttab.unshare(data);
-      fe.gnttab.unshare(ring);
-      fe.close();
-      be.close();
-      hv.assertNoLeaks([guest]);
+      link.close();
       if (failures.length > 0) throw new Error(failures.join("; "));
     },
   };

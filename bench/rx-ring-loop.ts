@@ -25,17 +25,15 @@ import {
   type RxRequest,
   type RxResponse,
 } from "../src/protocol/index.ts";
-import { SimHypervisor } from "../src/platform/sim/index.ts";
+import { GUEST, simLink, type SimLink } from "./sim-link.ts";
 import { copyBytes } from "../src/platform/copy-bytes.ts";
-import { GNTST, type CopySegment, type GrantTable, type MappedPages, type SharedPages } from "../src/platform/types.ts";
+import { GNTST, type CopySegment, type GrantTable } from "../src/platform/types.ts";
 import type { RingLoopHooks } from "./ring-loop.ts";
 
-const FRONT = 1;
 
 type GrantSide = { domid: number; ref: number; offset: number };
 
 export class RxRingLoop {
-  readonly hv = SimHypervisor.create({ pages: 1024 });
   /** Ring slots (posted buffers) each frame uses. */
   readonly slotsPerFrame: number;
   private readonly front: FrontRing;
@@ -56,10 +54,8 @@ export class RxRingLoop {
   private readonly pkt = scratchRxPacket();
   private readonly sendHook: RingLoopHooks["send"];
   private readonly receiveHook: RingLoopHooks["receive"];
-  private readonly ringShare: SharedPages;
-  private readonly dataShare: SharedPages;
-  private readonly ringMap: MappedPages<Uint8Array>;
-  private closed = false;
+  private readonly link: SimLink = simLink(true);
+  readonly hv = this.link.hv;
   checksum = 0;
   /** Frames the back has put on the ring, frames and bytes the front has taken off it. */
   sent = 0;
@@ -76,17 +72,12 @@ export class RxRingLoop {
     this.slotsPerFrame = Math.ceil(frameSize / GRANT_PAGE_SIZE);
     this.sendHook = hooks.send;
     this.receiveHook = hooks.receive;
-    const fe = this.hv.platform(this.hv.createDomain(FRONT));
     this.gnttab = this.hv.platform(0).gnttab;
-    this.ringShare = fe.gnttab.share(0, 1, true);
-    // One page per ring slot, writable by the back end, posted once per use and never re-granted.
-    this.dataShare = fe.gnttab.share(0, 256, true);
-    this.pages = [...this.dataShare.pages];
-    this.refs = this.dataShare.refs;
-    this.front = new FrontRing(this.ringShare.pages[0]!, RX_REQUEST_SIZE);
+    this.pages = [...this.link.data.pages];
+    this.refs = this.link.data.refs;
+    this.front = new FrontRing(this.link.ring.pages[0]!, RX_REQUEST_SIZE);
     this.front.init();
-    this.ringMap = this.gnttab.map(FRONT, this.ringShare.refs, true);
-    this.back = new BackRing(this.ringMap.pages[0]!, RX_REQUEST_SIZE);
+    this.back = new BackRing(this.link.mapped.pages[0]!, RX_REQUEST_SIZE);
     this.back.attach();
     if (this.pages.length !== this.front.size) throw new Error(`one data page per slot: ${this.pages.length} pages, ${this.front.size} slots`);
     for (let i = 0; i < this.front.size; i++) this.post();
@@ -96,7 +87,7 @@ export class RxRingLoop {
     this.sink = new Uint8Array(frameSize);
     this.segs = Array.from({ length: this.slotsPerFrame }, (_, j) => ({
       source: { buf: this.frame, offset: j * GRANT_PAGE_SIZE },
-      dest: { domid: FRONT, ref: 0, offset: 0 },
+      dest: { domid: GUEST, ref: 0, offset: 0 },
       len: Math.min(GRANT_PAGE_SIZE, frameSize - j * GRANT_PAGE_SIZE),
     }));
   }
@@ -179,11 +170,6 @@ export class RxRingLoop {
 
   /** Unmap the ring and end the front's grants; the hypervisor then holds nothing of ours. */
   close(): void {
-    if (this.closed) return;
-    this.closed = true;
-    this.gnttab.unmap(this.ringMap);
-    const fe = this.hv.platform(FRONT).gnttab;
-    fe.unshare(this.dataShare);
-    fe.unshare(this.ringShare);
+    this.link.close();
   }
 }
