@@ -128,6 +128,25 @@ describe("back-tx against a scripted front end", () => {
     h.close();
   });
 
+  test("a long batch is answered as it goes: responses published every 64 packets within one poll, not only at its end", () => {
+    const h = backTxHarness(4 << 20);
+    for (let i = 0; i < 200; i++) request(h, { page: i % 16, size: 60, flags: 0, id: i });
+    h.peer.pushRequests();
+    // What the front end could see of rsp_prod when each packet's grant copy ran.
+    const seen: number[] = [];
+    const copy = h.gnttab.copy.bind(h.gnttab);
+    h.gnttab.copy = (segs) => {
+      seen.push(h.peer.sharedRspProd);
+      copy(segs);
+    };
+    h.role.poll();
+    expect(seen.length).toBe(200);
+    expect([seen[0], seen[63], seen[64], seen[127], seen[128], seen[199]]).toEqual([0, 0, 64, 64, 128, 192]);
+    expect(responses(h).map(([id]) => id)).toEqual(Array.from({ length: 200 }, (_, i) => i));
+    expect(drainQueue(h.q).length).toBe(200);
+    h.close();
+  });
+
   test("a grant the front end never gave: BAD_GREF, every slot of the packet answered ERROR, nothing delivered", () => {
     const h = backTxHarness();
     request(h, { page: 0, size: 3000, flags: NETTXF.moreData, id: 1 });

@@ -22,13 +22,14 @@ import {
 import { GNTST, pageViews, type CopySegment, type GrantTable } from "../platform/types.ts";
 import { Control, Counter } from "./control.ts";
 import { FrameQueue } from "./frame-queue.ts";
-import { dropPacket, type PeerNotifier, type RingRole, type RingWorkerInit } from "./role.ts";
+import { dropPacket, PUBLISH_EVERY, type PeerNotifier, type RingRole, type RingWorkerInit } from "./role.ts";
 
 export class BackRx implements RingRole {
   private readonly ring: BackRing;
   private readonly req: RxRequest = { id: 0, gref: 0 };
   private readonly rsp: RxResponse = { id: 0, offset: 0, flags: 0, status: 0 };
-  private readonly segs: CopySegment[];
+  /** Reused copy segments, one per possible fragment; segsFor[n] holds the first n. */
+  private readonly segsFor: CopySegment[][];
   /** Buffers the queued frame needs, when the guest has posted fewer; else 0. */
   private needSlots = 0;
 
@@ -43,17 +44,18 @@ export class BackRx implements RingRole {
     this.ring = new BackRing(pageViews(init.ring)[0]!, RX_REQUEST_SIZE);
     this.ring.attach();
     const maxSlots = rxSlotsFor(Math.min(init.maxFrame, q.maxRecord));
-    this.segs = Array.from({ length: maxSlots }, () => ({
+    const segs: CopySegment[] = Array.from({ length: maxSlots }, () => ({
       source: { buf: q.data, offset: 0 },
       dest: { domid: init.peer, ref: 0, offset: 0 },
       len: 0,
     }));
+    this.segsFor = segs.map((_, n) => segs.slice(0, n)).concat([segs]);
   }
 
   poll(): boolean {
     const r = this.ring;
     const q = this.q;
-    let moved = false;
+    let packets = 0;
     for (;;) {
       const off = q.peek();
       if (off < 0) break;
@@ -64,7 +66,7 @@ export class BackRx implements RingRole {
         break;
       }
       const first = r.rspProdPvt;
-      const segs = this.segs.slice(0, slots);
+      const segs = this.segsFor[slots]!;
       for (let i = 0, pos = 0; i < slots; i++, pos += GRANT_PAGE_SIZE) {
         decodeRxRequest(r.view, r.slotOffset(r.reqCons), this.req);
         r.reqCons = (r.reqCons + 1) >>> 0;
@@ -82,7 +84,8 @@ export class BackRx implements RingRole {
         r.rspProdPvt = (r.rspProdPvt + 1) >>> 0;
       }
       this.gnttab.copy(segs);
-      const failed = segs.findIndex((s) => s.status !== GNTST.okay);
+      let failed = -1;
+      for (let i = 0; i < slots && failed < 0; i++) if (segs[i]!.status !== GNTST.okay) failed = i;
       if (failed >= 0) {
         // The guest posted a buffer we cannot write: every slot of this frame says ERROR,
         // so the front end drops the frame whole.
@@ -94,13 +97,15 @@ export class BackRx implements RingRole {
         this.ctl.add(Counter.bytes, len);
       }
       q.release(off);
-      moved = true;
+      if (++packets % PUBLISH_EVERY === 0) this.publish();
     }
-    if (moved) {
-      if (r.pushResponses()) this.kick.notify();
-      if (q.producerShouldWake()) q.wake(FrameQueue.CONS);
-    }
-    return moved;
+    if (packets > 0) this.publish();
+    return packets > 0;
+  }
+
+  private publish(): void {
+    if (this.ring.pushResponses()) this.kick.notify();
+    if (this.q.producerShouldWake()) this.q.wake(FrameQueue.CONS);
   }
 
   prepareSleep(): boolean {

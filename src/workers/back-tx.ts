@@ -21,7 +21,7 @@ import { GNTST, pageViews, type CopySegment, type GrantTable } from "../platform
 import { Control, Counter } from "./control.ts";
 import { FrameQueue } from "./frame-queue.ts";
 import { packMeta } from "./frame-meta.ts";
-import { dropPacket, QueueFull, type PeerNotifier, type RingRole, type RingWorkerInit } from "./role.ts";
+import { dropPacket, PUBLISH_EVERY, QueueFull, type PeerNotifier, type RingRole, type RingWorkerInit } from "./role.ts";
 
 /** A fatal peer error: the worker stops on it. */
 export class PeerBroken extends Error {
@@ -67,7 +67,7 @@ export class BackTx implements RingRole {
     const q = this.q;
     let avail = r.unconsumedRequests();
     if (avail === 0) return false;
-    let moved = false;
+    let packets = 0;
     while (avail > 0) {
       const p = parseTxPacket(r, r.reqCons, avail, this.limits, this.pkt);
       if (isTxParseError(p)) {
@@ -100,11 +100,15 @@ export class BackTx implements RingRole {
       }
       r.reqCons = (r.reqCons + p.slots) >>> 0;
       avail -= p.slots;
-      moved = true;
+      if (++packets % PUBLISH_EVERY === 0) this.publish();
     }
-    if (r.pushResponses()) this.kick.notify();
-    if (q.consumerWaiting()) q.wake(FrameQueue.PROD);
-    return moved;
+    if (packets > 0) this.publish();
+    return packets > 0;
+  }
+
+  private publish(): void {
+    if (this.ring.pushResponses()) this.kick.notify();
+    if (this.q.consumerWaiting()) this.q.wake(FrameQueue.PROD);
   }
 
   /** Grant-copy each fragment into the reserved record; the index of the first that failed, or -1. */

@@ -23,7 +23,7 @@ import { pageViews } from "../platform/types.ts";
 import { Control, Counter } from "./control.ts";
 import { FrameQueue } from "./frame-queue.ts";
 import { packMeta } from "./frame-meta.ts";
-import { dropPacket, QueueFull, type PeerNotifier, type RingRole, type RingWorkerInit } from "./role.ts";
+import { dropPacket, PUBLISH_EVERY, QueueFull, type PeerNotifier, type RingRole, type RingWorkerInit } from "./role.ts";
 
 export class FrontRx implements RingRole {
   private readonly ring: FrontRing;
@@ -75,15 +75,16 @@ export class FrontRx implements RingRole {
     const q = this.q;
     let avail = r.unconsumedResponses();
     if (avail === 0) return false;
-    let moved = false;
+    let packets = 0;
     while (avail > 0) {
+      if (packets > 0 && packets % PUBLISH_EVERY === 0) this.publish();
+      packets++;
       const start = r.rspCons;
       const p = parseRxPacket(r, start, avail, this.limits, this.pkt);
       if (isRxParseError(p)) {
         dropPacket(this.ctl, this.onError, p.error);
         this.consume(p.slots);
         avail -= p.slots;
-        moved = true;
         continue;
       }
       const frags = p.frags;
@@ -100,11 +101,11 @@ export class FrontRx implements RingRole {
         dropPacket(this.ctl, this.onError, new ProtocolError("BAD_ID", `rx_response[${f.slot}].id`, f.id, `the buffer in this slot was posted as id ${(start + f.slot) & r.mask}`));
         this.consume(p.slots);
         avail -= p.slots;
-        moved = true;
         continue;
       }
       const off = q.reserve(p.size);
       if (off < 0) {
+        packets--;
         this.full.block(p.size);
         break;
       }
@@ -121,11 +122,15 @@ export class FrontRx implements RingRole {
       this.ctl.add(Counter.bytes, p.size);
       this.consume(p.slots);
       avail -= p.slots;
-      moved = true;
     }
-    if (r.pushRequests()) this.kick.notify();
-    if (q.consumerWaiting()) q.wake(FrameQueue.PROD);
-    return moved;
+    if (packets > 0) this.publish();
+    return packets > 0;
+  }
+
+  /** Repost the consumed buffers to the back end, and wake the main thread if it waits. */
+  private publish(): void {
+    if (this.ring.pushRequests()) this.kick.notify();
+    if (this.q.consumerWaiting()) this.q.wake(FrameQueue.PROD);
   }
 
   prepareSleep(): boolean {

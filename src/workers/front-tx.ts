@@ -21,7 +21,7 @@ import { copyBytes } from "../platform/copy-bytes.ts";
 import { pageViews } from "../platform/types.ts";
 import { Control, Counter } from "./control.ts";
 import { FrameQueue } from "./frame-queue.ts";
-import type { PeerNotifier, RingRole, RingWorkerInit } from "./role.ts";
+import { PUBLISH_EVERY, type PeerNotifier, type RingRole, type RingWorkerInit } from "./role.ts";
 
 export class FrontTx implements RingRole {
   private readonly ring: FrontRing;
@@ -124,12 +124,16 @@ export class FrontTx implements RingRole {
       q.release(off);
       this.ctl.add(Counter.packets, 1);
       this.ctl.add(Counter.bytes, len);
-      sent++;
+      if (++sent % PUBLISH_EVERY === 0) this.publish();
     }
     if (sent === 0) return false;
-    if (r.pushRequests()) this.kick.notify();
-    if (q.producerShouldWake()) q.wake(FrameQueue.CONS);
+    this.publish();
     return true;
+  }
+
+  private publish(): void {
+    if (this.ring.pushRequests()) this.kick.notify();
+    if (this.q.producerShouldWake()) this.q.wake(FrameQueue.CONS);
   }
 
   prepareSleep(): boolean {

@@ -40,6 +40,14 @@ export interface RingRole {
   woke(): void;
 }
 
+/**
+ * Within one poll, publish (push the ring, wake the queue's other side) every this many
+ * packets, not only at the end: the peer on another CPU starts on the first ones while we do
+ * the rest. Pushing once per poll turns a full ring into stop-and-go, each side idle while the
+ * other works through 256 slots.
+ */
+export const PUBLISH_EVERY = 64;
+
 /** Sends event-channel notifications to the peer, and counts them. */
 export class PeerNotifier {
   constructor(

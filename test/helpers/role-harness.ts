@@ -80,6 +80,8 @@ function build<R extends RingRole>(
     errors,
     pages: data.pages,
     refs: data.refs,
+    /** The grant table our role was given (tests may watch its calls). */
+    gnttab: mine.platform.gnttab,
     /** The ring page as the scripted peer sees it. */
     peerPage: ours === "front" ? mapped.pages[0]! : ring.pages[0]!,
     /** A fresh role on the same pages, as after a reconnect. */
