@@ -9,11 +9,7 @@
  * the first request's size being the whole frame and the later ones their own length.
  */
 import {
-  BackRing,
-  ETH_HLEN,
-  FrontRing,
   GRANT_PAGE_SIZE,
-  MAX_PACKET_SIZE,
   NETIF_RSP,
   NETTXF,
   TX_REQUEST_SIZE,
@@ -27,68 +23,29 @@ import {
   type TxRequest,
   type TxResponse,
 } from "../src/protocol/index.ts";
-import { GUEST, simLink, type SimLink } from "./sim-link.ts";
+import { RingLoop, type RingLoopHooks } from "./ring-loop-base.ts";
+import { GUEST } from "./sim-link.ts";
 import { copyBytes } from "../src/platform/copy-bytes.ts";
 import { GNTST, type CopySegment } from "../src/platform/types.ts";
-
-/**
- * Optional per-frame hooks, for tests: `send` may rewrite the frame about to go (frame `seq`,
- * counted from 0), `receive` sees the receiver's copy of each frame as soon as it is complete.
- * Without them the loop moves the same frame over and over, checking nothing per frame.
- */
-export interface RingLoopHooks {
-  send?: (frame: Uint8Array, seq: number) => void;
-  receive?: (bytes: Uint8Array, len: number, seq: number) => void;
-}
 
 type GrantSide = { domid: number; ref: number; offset: number };
 type BufSide = { buf: Uint8Array; offset: number };
 
-export class TxRingLoop {
-  /** Ring slots (and data pages) each frame uses. */
-  readonly slotsPerFrame: number;
-  private readonly front: FrontRing;
-  private readonly back: BackRing;
-  private readonly pages: Uint8Array[];
-  private readonly refs: readonly number[];
-  private readonly frame: Uint8Array;
+export class TxRingLoop extends RingLoop {
   private readonly sink: Uint8Array;
   private readonly seg: CopySegment;
   private readonly rsp: TxResponse = { id: 0, status: 0 };
-  private readonly gnttab;
   private readonly pkt = scratchTxPacket();
   private readonly segs: CopySegment[];
   /** Multi-page frames: one segment per fragment, and the request being written. */
   private readonly chainSegs: CopySegment[];
   private readonly req: TxRequest = { gref: 0, offset: 0, flags: 0, id: 0, size: 0 };
-  private readonly sendHook: RingLoopHooks["send"];
-  private readonly receiveHook: RingLoopHooks["receive"];
-  private readonly link: SimLink = simLink(false);
-  readonly hv = this.link.hv;
-  checksum = 0;
-  /** Frames written to the ring, and frames the back end has copied out. */
-  sent = 0;
-  received = 0;
 
   constructor(
-    readonly frameSize: number,
+    frameSize: number,
     hooks: RingLoopHooks = {},
   ) {
-    if (!Number.isInteger(frameSize) || frameSize < ETH_HLEN || frameSize > MAX_PACKET_SIZE) {
-      throw new RangeError(`frame size must be an integer in ${ETH_HLEN}..${MAX_PACKET_SIZE}, got ${frameSize}`);
-    }
-    this.slotsPerFrame = Math.ceil(frameSize / GRANT_PAGE_SIZE);
-    this.sendHook = hooks.send;
-    this.receiveHook = hooks.receive;
-    this.gnttab = this.hv.platform(0).gnttab;
-    this.pages = [...this.link.data.pages];
-    this.refs = this.link.data.refs;
-    this.front = new FrontRing(this.link.ring.pages[0]!, TX_REQUEST_SIZE);
-    this.front.init();
-    this.back = new BackRing(this.link.mapped.pages[0]!, TX_REQUEST_SIZE);
-    this.back.attach();
-    if (this.pages.length !== this.front.size) throw new Error(`one data page per slot: ${this.pages.length} pages, ${this.front.size} slots`);
-    this.frame = new Uint8Array(frameSize).map((_, i) => i * 7);
+    super(frameSize, TX_REQUEST_SIZE, false, hooks);
     this.sink = new Uint8Array(Math.max(frameSize, GRANT_PAGE_SIZE));
     this.seg = { source: { domid: GUEST, ref: 0, offset: 0 }, dest: { buf: this.sink, offset: 0 }, len: frameSize };
     this.segs = [this.seg];
@@ -101,9 +58,7 @@ export class TxRingLoop {
 
   /** Move `n` frames through the ring and back (n × slotsPerFrame ≤ 256). */
   step(n: number): void {
-    if (n * this.slotsPerFrame > this.front.size) {
-      throw new RangeError(`${n} frames of ${this.slotsPerFrame} slot(s) do not fit a ${this.front.size}-slot ring`);
-    }
+    this.checkStep(n);
     const f = this.front;
     if (this.slotsPerFrame === 1) {
       for (let i = 0; i < n; i++) {
@@ -206,7 +161,6 @@ export class TxRingLoop {
   }
 
   /** Unmap the ring and end the front's grants; the hypervisor then holds nothing of ours. */
-  close(): void {
-    this.link.close();
-  }
 }
+
+export type { RingLoopHooks };

@@ -8,12 +8,8 @@
  * It mirrors `rx_back_send` / `rx_front_receive` of the C reference (bench/c/netif-ref.c).
  */
 import {
-  BackRing,
   DEFAULT_RX_LIMITS,
-  ETH_HLEN,
-  FrontRing,
   GRANT_PAGE_SIZE,
-  MAX_PACKET_SIZE,
   NETRXF,
   RX_REQUEST_SIZE,
   decodeRxRequest,
@@ -25,25 +21,16 @@ import {
   type RxRequest,
   type RxResponse,
 } from "../src/protocol/index.ts";
-import { GUEST, simLink, type SimLink } from "./sim-link.ts";
+import { RingLoop, type RingLoopHooks } from "./ring-loop-base.ts";
+import { GUEST } from "./sim-link.ts";
 import { copyBytes } from "../src/platform/copy-bytes.ts";
-import { GNTST, type CopySegment, type GrantTable } from "../src/platform/types.ts";
-import type { RingLoopHooks } from "./ring-loop.ts";
+import { GNTST, type CopySegment } from "../src/platform/types.ts";
 
 
 type GrantSide = { domid: number; ref: number; offset: number };
 
-export class RxRingLoop {
-  /** Ring slots (posted buffers) each frame uses. */
-  readonly slotsPerFrame: number;
-  private readonly front: FrontRing;
-  private readonly back: BackRing;
-  private readonly gnttab: GrantTable;
-  /** The front's posted pages, by slot, and their grant references. */
-  private readonly pages: Uint8Array[];
-  private readonly refs: readonly number[];
-  /** The back's outgoing frame, and where the front assembles what it receives. */
-  private readonly frame: Uint8Array;
+export class RxRingLoop extends RingLoop {
+  /** Where the front assembles what it receives. */
   private readonly sink: Uint8Array;
   /** One grant-copy segment per fragment, source offsets and lengths fixed by the frame size. */
   private readonly segs: CopySegment[];
@@ -52,38 +39,16 @@ export class RxRingLoop {
   private readonly rsp: RxResponse = { id: 0, offset: 0, flags: 0, status: 0 };
   /** The front parses every packet into this one, as front-rx does. */
   private readonly pkt = scratchRxPacket();
-  private readonly sendHook: RingLoopHooks["send"];
-  private readonly receiveHook: RingLoopHooks["receive"];
-  private readonly link: SimLink = simLink(true);
-  readonly hv = this.link.hv;
-  checksum = 0;
-  /** Frames the back has put on the ring, frames and bytes the front has taken off it. */
-  sent = 0;
-  received = 0;
+  /** Bytes the front has taken off the ring. */
   bytes = 0;
 
   constructor(
-    readonly frameSize: number,
+    frameSize: number,
     hooks: RingLoopHooks = {},
   ) {
-    if (!Number.isInteger(frameSize) || frameSize < ETH_HLEN || frameSize > MAX_PACKET_SIZE) {
-      throw new RangeError(`frame size must be an integer in ${ETH_HLEN}..${MAX_PACKET_SIZE}, got ${frameSize}`);
-    }
-    this.slotsPerFrame = Math.ceil(frameSize / GRANT_PAGE_SIZE);
-    this.sendHook = hooks.send;
-    this.receiveHook = hooks.receive;
-    this.gnttab = this.hv.platform(0).gnttab;
-    this.pages = [...this.link.data.pages];
-    this.refs = this.link.data.refs;
-    this.front = new FrontRing(this.link.ring.pages[0]!, RX_REQUEST_SIZE);
-    this.front.init();
-    this.back = new BackRing(this.link.mapped.pages[0]!, RX_REQUEST_SIZE);
-    this.back.attach();
-    if (this.pages.length !== this.front.size) throw new Error(`one data page per slot: ${this.pages.length} pages, ${this.front.size} slots`);
+    super(frameSize, RX_REQUEST_SIZE, true, hooks);
     for (let i = 0; i < this.front.size; i++) this.post();
     this.front.pushRequests();
-
-    this.frame = new Uint8Array(frameSize).map((_, i) => i * 7);
     this.sink = new Uint8Array(frameSize);
     this.segs = Array.from({ length: this.slotsPerFrame }, (_, j) => ({
       source: { buf: this.frame, offset: j * GRANT_PAGE_SIZE },
@@ -104,9 +69,7 @@ export class RxRingLoop {
 
   /** Move `n` frames from the back to the front (n × slotsPerFrame ≤ 256). */
   step(n: number): void {
-    if (n * this.slotsPerFrame > this.front.size) {
-      throw new RangeError(`${n} frames of ${this.slotsPerFrame} slot(s) do not fit a ${this.front.size}-slot ring`);
-    }
+    this.checkStep(n);
     const b = this.back;
     const nfrag = this.slotsPerFrame;
     const segs = this.segs;
@@ -169,7 +132,4 @@ export class RxRingLoop {
   }
 
   /** Unmap the ring and end the front's grants; the hypervisor then holds nothing of ours. */
-  close(): void {
-    this.link.close();
-  }
 }

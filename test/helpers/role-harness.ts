@@ -24,6 +24,8 @@ interface Built<R> {
   /** The guest's data pages and their grant refs. */
   pages: readonly Uint8Array[];
   refs: readonly number[];
+  /** The grant table our role was given (tests may watch its calls). */
+  gnttab: GrantTable;
   close(): void;
 }
 
