@@ -182,6 +182,25 @@ export abstract class NetDevice {
     if (this.listeners.size === 0 && this.iterators.size === 0) this.reader.pause();
   }
 
+  /**
+   * Log a listener's exception: the first at once, then at most one line a second saying how
+   * many were not logged. A listener that throws on every frame (one that writes after a
+   * disconnect, say) must not turn into a log line per frame.
+   */
+  private listenerThrew(e: unknown): void {
+    const now = performance.now();
+    if (now - this.listenerErrorLoggedAt < 1000) {
+      this.listenerErrorsUnlogged++;
+      return;
+    }
+    this.log.error({ err: e, notLogged: this.listenerErrorsUnlogged }, "a frame listener threw; the frame still counts as delivered");
+    this.listenerErrorLoggedAt = now;
+    this.listenerErrorsUnlogged = 0;
+  }
+  private listenerErrorLoggedAt = -Infinity;
+  /** Listener exceptions since the last one logged. */
+  private listenerErrorsUnlogged = 0;
+
   private deliver(frame: Uint8Array, meta: number): void {
     const info = this.recvFlags.decode(meta);
     const listeners = this.listenerList;
@@ -190,7 +209,7 @@ export abstract class NetDevice {
       try {
         l(frame, info);
       } catch (e) {
-        this.log.error({ err: e }, "a frame listener threw; the frame still counts as delivered");
+        this.listenerThrew(e);
       }
     }
     if (this.iterators.size === 0) return;
