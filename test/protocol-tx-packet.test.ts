@@ -17,6 +17,7 @@ import {
   NETTXF,
   PAGE_SIZE,
   parseTxPacket,
+  scratchTxPacket,
   ProtocolError,
   TX_REQUEST,
   TX_REQUEST_SIZE,
@@ -482,6 +483,29 @@ function violation(ring: BackRing, start: number, available: number, r: TxPacket
   return null;
 }
 
+describe("parsing into a scratch packet", () => {
+  test("one-request packets and chains in turn: right fields each time, and a chain takes back the fragment objects it had", () => {
+    const ring = txRing();
+    const into = scratchTxPacket();
+    const chain = (id: number) => [req({ size: 5000, flags: NETTXF.moreData, id, gref: 0x200 + id }), req({ size: 904, id: id + 1, gref: 0x300 + id })];
+    write(ring, 0, chain(1));
+    const a = expectPacket(parseTxPacket(ring, 0, 2, DEFAULT_TX_LIMITS, into));
+    expect(a).toBe(into);
+    const second = a.frags[1]!;
+    write(ring, 2, [req({ size: 60, id: 9, offset: 100 })]);
+    const b = expectPacket(parseTxPacket(ring, 2, 1, DEFAULT_TX_LIMITS, into));
+    expect(b.frags).toEqual([{ gref: 0x100, offset: 100, size: 60, id: 9 }]);
+    write(ring, 3, chain(5));
+    const c = expectPacket(parseTxPacket(ring, 3, 2, DEFAULT_TX_LIMITS, into));
+    expect(c.frags).toEqual([
+      { gref: 0x205, offset: 0, size: 4096, id: 5 },
+      { gref: 0x305, offset: 0, size: 904, id: 6 },
+    ]);
+    expect([c.size, c.slots]).toEqual([5000, 2]);
+    expect(c.frags[1]).toBe(second); // not a new object: a mixed stream makes no garbage
+  });
+});
+
 describe("randomized", () => {
   test("10,000 random valid packets round-trip exactly", () => {
     const rng = new Rng(0x5eed7001);
@@ -505,9 +529,10 @@ describe("randomized", () => {
     expect(wrapped).toBeGreaterThan(500);
   });
 
-  test("10,000 single-field mutations: a consistent packet or a ProtocolError, never a throw", () => {
+  test("10,000 single-field mutations: a consistent packet or a ProtocolError, never a throw; the same parsed into a scratch", () => {
     const rng = new Rng(0xbadc0de);
     const ring = txRing();
+    const scratch = scratchTxPacket();
     const outcomes = new Map<string, number>();
     for (let iter = 0; iter < 10_000; iter++) {
       const { slots } = randomPacket(rng);
@@ -551,6 +576,11 @@ describe("randomized", () => {
       }
       const bad = violation(ring, start, available, got);
       if (bad !== null) throw new Error(`iter ${iter} (${what}): ${bad}`);
+      // Parsed into the one scratch packet every iteration: the same verdict, field for field;
+      // a valid packet comes back as the scratch itself.
+      const again = parseTxPacket(ring, start, available, DEFAULT_TX_LIMITS, scratch);
+      if (!Bun.deepEquals(again, got)) expect({ iter, what, again }).toEqual({ iter, what, again: got });
+      if (!isTxParseError(got) && again !== scratch) throw new Error(`iter ${iter}: a valid packet did not come back in the scratch`);
       const key = isTxParseError(got) ? `${got.fatal ? "fatal" : "drop"}:${got.error.code}` : "valid";
       outcomes.set(key, (outcomes.get(key) ?? 0) + 1);
     }

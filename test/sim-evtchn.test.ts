@@ -92,6 +92,26 @@ describe("simulated event channels", () => {
     expect(be.wait(1000)).toEqual([bport]);
   });
 
+  test("wait hands back the handle's own array each time (a worker waiting makes no garbage); pending a new one", () => {
+    const { fe, be, fport, bport } = connect();
+    fe.notify(fport);
+    const first = be.wait(1000);
+    expect(first).toEqual([bport]);
+    be.unmask(bport);
+    const second = be.wait(0);
+    expect(second).toBe(first);
+    expect(second).toEqual([]); // emptied for the new result, not appended to
+    fe.notify(fport);
+    const third = be.wait(1000);
+    expect(third).toBe(first);
+    expect(third).toEqual([bport]);
+    be.unmask(bport);
+    fe.notify(fport);
+    const p = be.pending();
+    expect(p).toEqual([bport]);
+    expect(p).not.toBe(first);
+  });
+
   test("waitAsync on the main thread wakes on a notify without blocking the event loop", async () => {
     const { fe, be, fport, bport } = connect();
     let ticks = 0;

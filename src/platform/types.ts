@@ -132,7 +132,11 @@ export interface EventChannels {
   unbind(port: Port): void;
   /** Take the pending ports (and mask them) without waiting. */
   pending(): Port[];
-  /** Block the calling thread (a worker) until a port fires, a kick, or the timeout (ms) passes. */
+  /**
+   * Block the calling thread (a worker) until a port fires, a kick, or the timeout (ms) passes.
+   * The array is the handle's own, reused by the next wait (a worker waits thousands of times
+   * a second and must not make garbage doing it): read it before waiting again.
+   */
   wait(timeoutMs?: number): Port[];
   /**
    * Wake whoever waits on this handle, with no port (an empty result). A worker sleeps on its

@@ -67,17 +67,42 @@ function fatal(error: ProtocolError, slots: number): TxParseError {
  * allocates nothing. What it holds is valid until the next parse into it.
  */
 export function scratchTxPacket(): TxPacket {
-  return { size: 0, flags: 0, frags: [{ gref: 0, offset: 0, size: 0, id: 0 }], extras: NO_EXTRAS, slots: 0 };
+  const frag = { gref: 0, offset: 0, size: 0, id: 0 };
+  const p = { size: 0, flags: 0, frags: [frag], extras: NO_EXTRAS, slots: 0 };
+  fragPools.set(p, [frag]);
+  return p;
 }
 
-/** The first request of the packet being parsed: copied out here, never kept past the call. */
-const firstReq: TxRequest = { gref: 0, offset: 0, flags: 0, id: 0, size: 0 };
+/**
+ * Every fragment object a scratch packet has had: `frags` is cut to one by each one-request
+ * packet, and a chain after it takes its objects back from here instead of making new ones.
+ */
+const fragPools = new WeakMap<TxPacket, TxFragment[]>();
+
+/**
+ * The requests of the packet being parsed, copied out of the ring: reused by every call (a
+ * parse never keeps them past its return), grown to the longest chain seen.
+ */
+const reqPool: TxRequest[] = [{ gref: 0, offset: 0, flags: 0, id: 0, size: 0 }];
+
+function pooledReq(i: number): TxRequest {
+  while (reqPool.length <= i) reqPool.push({ gref: 0, offset: 0, flags: 0, id: 0, size: 0 });
+  return reqPool[i]!;
+}
+
+/** A dropped packet: every data request's id, in ring order, so each can be answered. */
+function dropped(error: ProtocolError, slots: number, nreqs: number): TxParseError {
+  const ids: number[] = new Array(nreqs);
+  for (let i = 0; i < nreqs; i++) ids[i] = reqPool[i]!.id;
+  return { error, slots, fatal: false, ids };
+}
 
 /**
  * Parse the packet starting at ring index `start`, with `available` requests published from
  * there. A valid front end publishes whole packets, so a chain running past `available` is
- * fatal, as in Linux netback. A one-request packet is written into `into` when given (see
- * scratchTxPacket); longer chains and errors are always new objects.
+ * fatal, as in Linux netback. With `into` (see scratchTxPacket) a valid packet is written
+ * there, its fragment objects reused, so only extras and errors allocate; without it every
+ * result is a new object.
  */
 export function parseTxPacket(
   src: SlotSource,
@@ -87,10 +112,10 @@ export function parseTxPacket(
   into?: TxPacket,
 ): TxPacket | TxParseError {
   if (available < 1) throw new RangeError("parseTxPacket needs at least one published request");
-  const first = decodeTxRequest(src.view, src.slotOffset(start), firstReq);
+  const first = decodeTxRequest(src.view, src.slotOffset(start), reqPool[0]!);
   if ((first.flags & (NETTXF.moreData | NETTXF.extraInfo)) === 0) return parseSingle(first, limits, into);
   let used = 1;
-  let extras: ExtraInfo[] = [];
+  let extras: readonly ExtraInfo[] = into === undefined ? [] : NO_EXTRAS;
   if (first.flags & NETTXF.extraInfo) {
     const chain = readExtraChain(src, start + used, available - used, "tx_extra_info");
     // Bad extras break the ring's framing: fatal, as in Linux netback.
@@ -99,10 +124,10 @@ export function parseTxPacket(
     used += chain.slots;
   }
 
-  const reqs: TxRequest[] = [first];
+  let n = 1;
   let cur = first;
   while (cur.flags & NETTXF.moreData) {
-    if (reqs.length >= limits.fatalSlots) {
+    if (n >= limits.fatalSlots) {
       return fatal(
         new ProtocolError("TOO_MANY_SLOTS", "tx_request.flags", "more_data", `packet asks for more than ${limits.fatalSlots} slots`),
         used,
@@ -114,26 +139,23 @@ export function parseTxPacket(
         used,
       );
     }
-    cur = decodeTxRequest(src.view, src.slotOffset(start + used));
+    cur = decodeTxRequest(src.view, src.slotOffset(start + used), pooledReq(n));
     used++;
-    reqs.push(cur);
+    n++;
   }
-
-  const drop = (error: ProtocolError): TxParseError => ({ error, slots: used, fatal: false, ids: reqs.map((r) => r.id) });
 
   // Sizes: later fragments carry their own, the first carries the total.
   let remaining = first.size;
-  for (let i = 1; i < reqs.length; i++) {
-    const r = reqs[i]!;
+  for (let i = 1; i < n; i++) {
+    const r = reqPool[i]!;
     if (r.size > remaining) {
-      return drop(new ProtocolError("SIZE_MISMATCH", `tx_request[${i}].size`, r.size, `larger than the ${remaining} bytes the first request leaves`));
+      return dropped(new ProtocolError("SIZE_MISMATCH", `tx_request[${i}].size`, r.size, `larger than the ${remaining} bytes the first request leaves`), used, n);
     }
     remaining -= r.size;
   }
 
-  const frags: TxFragment[] = new Array(reqs.length);
-  for (let i = 0; i < reqs.length; i++) {
-    const r = reqs[i]!;
+  for (let i = 0; i < n; i++) {
+    const r = reqPool[i]!;
     const size = i === 0 ? remaining : r.size;
     if (r.offset + size > GRANT_PAGE_SIZE) {
       return fatal(
@@ -141,19 +163,44 @@ export function parseTxPacket(
         used,
       );
     }
-    frags[i] = { gref: r.gref, offset: r.offset, size, id: r.id };
   }
 
-  if (reqs.length > limits.maxSlots) {
-    return drop(new ProtocolError("TOO_MANY_SLOTS", "tx_request.flags", reqs.length, `packet uses ${reqs.length} slots, limit ${limits.maxSlots}`));
+  if (n > limits.maxSlots) {
+    return dropped(new ProtocolError("TOO_MANY_SLOTS", "tx_request.flags", n, `packet uses ${n} slots, limit ${limits.maxSlots}`), used, n);
   }
   if (first.size < ETH_HLEN) {
-    return drop(new ProtocolError("PACKET_TOO_SHORT", "tx_request.size", first.size, `smaller than an Ethernet header (${ETH_HLEN})`));
+    return dropped(new ProtocolError("PACKET_TOO_SHORT", "tx_request.size", first.size, `smaller than an Ethernet header (${ETH_HLEN})`), used, n);
   }
   if (first.size > limits.maxPacketSize) {
-    return drop(new ProtocolError("PACKET_TOO_LONG", "tx_request.size", first.size, `larger than the maximum ${limits.maxPacketSize}`));
+    return dropped(new ProtocolError("PACKET_TOO_LONG", "tx_request.size", first.size, `larger than the maximum ${limits.maxPacketSize}`), used, n);
   }
-  return { size: first.size, flags: first.flags & (NETTXF.csumBlank | NETTXF.dataValidated), frags, extras, slots: used };
+  const flags = first.flags & (NETTXF.csumBlank | NETTXF.dataValidated);
+  const frags: TxFragment[] = into === undefined ? new Array(n) : into.frags;
+  if (into !== undefined) {
+    let pool = fragPools.get(into);
+    if (pool === undefined) fragPools.set(into, (pool = frags.slice()));
+    while (pool.length < n) pool.push({ gref: 0, offset: 0, size: 0, id: 0 });
+    frags.length = n;
+    for (let i = 0; i < n; i++) frags[i] = pool[i]!;
+  }
+  for (let i = 0; i < n; i++) {
+    const r = reqPool[i]!;
+    const size = i === 0 ? remaining : r.size;
+    const f = frags[i];
+    if (f === undefined) frags[i] = { gref: r.gref, offset: r.offset, size, id: r.id };
+    else {
+      f.gref = r.gref;
+      f.offset = r.offset;
+      f.size = size;
+      f.id = r.id;
+    }
+  }
+  if (into === undefined) return { size: first.size, flags, frags, extras, slots: used };
+  into.size = first.size;
+  into.flags = flags;
+  into.extras = extras;
+  into.slots = used;
+  return into;
 }
 
 /**

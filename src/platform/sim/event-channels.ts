@@ -227,10 +227,10 @@ export class EventChannelTable {
     Atomics.store(this.p, b + P_STATE, FREE);
   }
 
-  /** Take queued ports of `handle`: each is masked until unmasked. */
-  take(handle: number): Port[] {
+  /** Take queued ports of `handle` into `out` (emptied first): each is masked until unmasked. */
+  take(handle: number, out: Port[]): Port[] {
     const hb = handle * this.hStride;
-    const out: Port[] = [];
+    out.length = 0;
     let head = Atomics.load(this.h, hb + H_HEAD);
     const tail = Atomics.load(this.h, hb + H_TAIL);
     while (head !== tail) {
@@ -352,7 +352,7 @@ export class SimEventChannels implements EventChannels {
   pending(): Port[] {
     this.live("evtchn.pending");
     const seen = Atomics.load(this.wakeWord.array, this.wakeWord.index);
-    return this.sawKick(seen, this.t.take(this.handle));
+    return this.sawKick(seen, this.t.take(this.handle, []));
   }
 
   wait(timeoutMs = Infinity): Port[] {
@@ -362,12 +362,15 @@ export class SimEventChannels implements EventChannels {
       // Read the wake word before taking, so a notify or kick between take and wait changes
       // it and the wait returns at once: no lost wake-up.
       const seen = Atomics.load(this.wakeWord.array, this.wakeWord.index);
-      const ports = this.t.take(this.handle);
+      const ports = this.t.take(this.handle, this.fired);
       if (ports.length > 0 || seen !== this.kicksSeen) return this.sawKick(seen, ports);
       const left = deadline - performance.now();
       if (left <= 0) return ports;
       Atomics.wait(this.wakeWord.array, this.wakeWord.index, seen, left);
-      if (this.gone()) return [];
+      if (this.gone()) {
+        ports.length = 0;
+        return ports;
+      }
     }
   }
 
@@ -381,7 +384,7 @@ export class SimEventChannels implements EventChannels {
     const deadline = performance.now() + timeoutMs;
     for (;;) {
       const seen = Atomics.load(this.wakeWord.array, this.wakeWord.index);
-      const ports = this.t.take(this.handle);
+      const ports = this.t.take(this.handle, []);
       if (ports.length > 0 || seen !== this.kicksSeen) return this.sawKick(seen, ports);
       const left = deadline - performance.now();
       if (left <= 0) return ports;
@@ -410,6 +413,8 @@ export class SimEventChannels implements EventChannels {
    * the last return, so a kick is never lost, even one that came while the waiter was busy.
    */
   private kicksSeen: number;
+  /** What wait() returns, reused: a worker waits thousands of times a second. */
+  private readonly fired: Port[] = [];
   private sawKick(seen: number, ports: Port[]): Port[] {
     this.kicksSeen = seen;
     return ports;

@@ -49,6 +49,8 @@ export class XenEventChannels implements EventChannels {
   private readonly arg = new IoctlBuffer(16);
   private readonly readBuf = new Uint8Array(READ_PORTS * 4);
   private readonly readView = new DataView(this.readBuf.buffer);
+  /** What wait() returns, reused: a worker waits thousands of times a second. */
+  private readonly fired: Port[] = [];
   private readonly portBuf = new Uint8Array(4);
   private readonly portView = new DataView(this.portBuf.buffer);
   private readonly pollSet: libc.PollSet;
@@ -147,7 +149,7 @@ export class XenEventChannels implements EventChannels {
     this.live("evtchn.pending");
     if (this.asyncReaders !== null) return this.takeAsync();
     libc.eventfdDrain(this.kickFd, "evtchn.pending");
-    return this.readPorts();
+    return this.readPorts([]);
   }
 
   wait(timeoutMs = Infinity): Port[] {
@@ -156,12 +158,15 @@ export class XenEventChannels implements EventChannels {
     const deadline = performance.now() + timeoutMs;
     for (;;) {
       const kicked = libc.eventfdDrain(this.kickFd, op);
-      const ports = this.readPorts();
+      const ports = this.readPorts(this.fired);
       if (ports.length > 0 || kicked) return ports;
       const left = deadline - performance.now();
       if (left <= 0) return ports;
       this.pollSet.poll(left === Infinity ? -1 : Math.max(1, Math.ceil(left)), op);
-      if (this.closed) return [];
+      if (this.closed) {
+        ports.length = 0;
+        return ports;
+      }
     }
   }
 
@@ -225,11 +230,10 @@ export class XenEventChannels implements EventChannels {
 
   // -------------------------------------------------------------------------------------
 
-  /** Non-blocking read of the pending ports. */
-  private readPorts(): Port[] {
+  /** Non-blocking read of the pending ports into `ports` (emptied first). */
+  private readPorts(ports: Port[]): Port[] {
+    ports.length = 0;
     const n = libc.readFd(this.fd, this.readBuf, this.readBuf.byteLength, "evtchn.read");
-    if (n <= 0) return [];
-    const ports: Port[] = [];
     for (let i = 0; i + 4 <= n; i += 4) ports.push(this.readView.getUint32(i, true));
     return ports;
   }
