@@ -138,6 +138,44 @@ describe("simulated grant table", () => {
     expect(hv.leaks()).toEqual([]);
   });
 
+  test("a copy segment that leaves its page or buffer, or is malformed, moves nothing: GNTST_bad_copy_arg", () => {
+    const { front, back } = setup();
+    // Two granted pages, adjacent in the machine's memory: a copy running off the first one
+    // would read or write the second, which was granted too, so only the bounds check stops it.
+    const s = front.gnttab.share(0, 2, true);
+    s.pages[1]!.fill(0x77);
+    const ref = s.refs[0]!;
+    const local = new Uint8Array(8).fill(0x11);
+    const bad: CopySegment[] = [
+      { source: { domid: 1, ref, offset: 4090 }, dest: { buf: local, offset: 0 }, len: 8 }, // grant source crosses its page
+      { source: { buf: local, offset: 0 }, dest: { domid: 1, ref, offset: 4090 }, len: 8 }, // grant dest crosses its page
+      { source: { buf: local, offset: 4 }, dest: { buf: new Uint8Array(8), offset: 0 }, len: 8 }, // local source overrun
+      { source: { domid: 1, ref, offset: 0 }, dest: { buf: local, offset: 1 }, len: 8 }, // local dest overrun
+      { source: { domid: 1, ref, offset: -1 }, dest: { buf: local, offset: 0 }, len: 1 },
+      { source: { domid: 1, ref, offset: 0.5 }, dest: { buf: local, offset: 0 }, len: 1 },
+      { source: { domid: 1, ref, offset: 0 }, dest: { buf: local, offset: -1 }, len: 1 },
+      { source: { domid: 1, ref, offset: 0 }, dest: { buf: local, offset: 0 }, len: -1 },
+      { source: { domid: 1, ref, offset: 0 }, dest: { buf: new Uint8Array(8192), offset: 0 }, len: 4097 },
+      { source: { domid: 1, ref, offset: 0 }, dest: { buf: local, offset: 0 }, len: 1.5 },
+    ];
+    back.gnttab.copy(bad);
+    expect(bad.map((x) => x.status)).toEqual(bad.map(() => GNTST.badCopyArg));
+    expect([...local]).toEqual(new Array(8).fill(0x11));
+    expect(s.pages[0]!.every((b) => b === 0)).toBe(true);
+    expect(s.pages[1]!.every((b) => b === 0x77)).toBe(true);
+    // A segment that ends exactly at the page's end is fine, and a zero-length one too.
+    const edge: CopySegment[] = [
+      { source: { buf: local, offset: 0 }, dest: { domid: 1, ref, offset: 4088 }, len: 8 },
+      { source: { domid: 1, ref, offset: 4096 }, dest: { buf: local, offset: 8 }, len: 0 },
+    ];
+    back.gnttab.copy(edge);
+    expect(edge.map((x) => x.status)).toEqual([GNTST.okay, GNTST.okay]);
+    expect([...s.pages[0]!.subarray(4088)]).toEqual(new Array(8).fill(0x11));
+    expect(s.pages[1]![0]).toBe(0x77);
+    front.gnttab.unshare(s);
+    expect(hv.leaks()).toEqual([]);
+  });
+
   test("a third domain cannot grant-copy from a grant given to someone else", () => {
     const { front } = setup();
     const eve = hv.platform(hv.createDomain(3));
