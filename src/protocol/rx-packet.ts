@@ -113,7 +113,8 @@ function parseSingle(r: RxResponse, limits: RxLimits, into: RxPacket | undefined
   if (into === undefined) return { size: r.status, flags, frags: [{ id: r.id, offset: r.offset, size: r.status, slot: 0 }], extras: [], slots: 1 };
   let f = into.frags[0];
   if (f === undefined) into.frags[0] = f = { id: 0, offset: 0, size: 0, slot: 0 };
-  into.frags.length = 1;
+  // Writing an array's length is a slow path even when it does not change.
+  if (into.frags.length !== 1) into.frags.length = 1;
   f.id = r.id;
   f.offset = r.offset;
   f.size = r.status;
