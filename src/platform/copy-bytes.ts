@@ -13,5 +13,10 @@ export function copyBytes(dst: Uint8Array, dstOffset: number, src: Uint8Array, s
   if (!(len >= 0 && srcOffset >= 0 && dstOffset >= 0 && srcOffset + len <= src.byteLength && dstOffset + len <= dst.byteLength)) {
     throw new RangeError(`copy of ${len} bytes from ${srcOffset} (of ${src.byteLength}) to ${dstOffset} (of ${dst.byteLength}) is out of bounds`);
   }
+  copyUnchecked(dst, dstOffset, src, srcOffset, len);
+}
+
+/** The copy without the bounds check, for a caller that has checked every bound itself. */
+export function copyUnchecked(dst: Uint8Array, dstOffset: number, src: Uint8Array, srcOffset: number, len: number): void {
   bufferCopy.call(src, dst, dstOffset, srcOffset, srcOffset + len);
 }

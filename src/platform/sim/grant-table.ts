@@ -20,7 +20,7 @@ import {
   type SharedPages,
 } from "../types.ts";
 import { ReadonlyPageView } from "../readonly-page.ts";
-import { copyBytes } from "../copy-bytes.ts";
+import { copyUnchecked } from "../copy-bytes.ts";
 import type { PagePool } from "./page-pool.ts";
 
 /** Linux keeps the first 8 references for the toolstack; so do we, and ref 0 is never valid. */
@@ -338,58 +338,57 @@ export class SimGrantTable implements GrantTable {
   }
 
   copy(segments: CopySegment[]): void {
-    for (const s of segments) s.status = this.copyOne(s);
+    for (let i = 0; i < segments.length; i++) {
+      const s = segments[i]!;
+      s.status = this.copyOne(s);
+    }
   }
 
   /**
    * One GNTTABOP_copy segment. Each foreign side is pinned (a user taken) for the copy, so the
-   * owner cannot end access and reuse the page underneath it. Nothing is allocated: this is
-   * the back end's per-frame path.
+   * owner cannot end access and reuse the page underneath it. Nothing is allocated and every
+   * bound is checked once, here: this is the back end's per-frame path.
    */
   private copyOne(s: CopySegment): GrantStatus {
     const len = s.len;
-    if (!Number.isInteger(len) || len < 0 || len > PAGE_SIZE) return GNTST.badCopyArg;
+    if (!(Number.isInteger(len) && len >= 0 && len <= PAGE_SIZE)) return GNTST.badCopyArg;
     const t = this.t;
-    const pool = t.pool;
     const src = s.source;
     const dst = s.dest;
-    let srcBytes: Uint8Array;
-    let srcOff: number;
-    let srcPinned = false;
+    const srcOffset = src.offset;
+    const dstOffset = dst.offset;
+    if (!(Number.isInteger(srcOffset) && srcOffset >= 0 && Number.isInteger(dstOffset) && dstOffset >= 0)) return GNTST.badCopyArg;
+    let srcBytes: Uint8Array = t.pool.bytes;
+    let srcAt = srcOffset;
+    let srcPage = -1;
     if ("buf" in src) {
-      if (!Number.isInteger(src.offset) || src.offset < 0 || src.offset + len > src.buf.byteLength) return GNTST.badCopyArg;
       srcBytes = src.buf;
-      srcOff = src.offset;
+      if (srcOffset + len > srcBytes.byteLength) return GNTST.badCopyArg;
     } else {
-      if (!Number.isInteger(src.offset) || src.offset < 0 || src.offset + len > PAGE_SIZE) return GNTST.badCopyArg;
-      const page = t.acquire(src.domid, src.ref, this.domid, false);
-      if (page < 0) return page as GrantStatus;
-      srcPinned = true;
-      srcBytes = pool.bytes;
-      srcOff = pool.offset(page) + src.offset;
+      if (srcOffset + len > PAGE_SIZE) return GNTST.badCopyArg;
+      srcPage = t.acquire(src.domid, src.ref, this.domid, false);
+      if (srcPage < 0) return srcPage as GrantStatus;
+      srcAt += srcPage * PAGE_SIZE;
     }
-    let dstBytes: Uint8Array = pool.bytes;
-    let dstOff = 0;
-    let dstPinned = false;
+    let dstBytes: Uint8Array = t.pool.bytes;
+    let dstAt = dstOffset;
     let status: GrantStatus = GNTST.okay;
     if ("buf" in dst) {
       dstBytes = dst.buf;
-      dstOff = dst.offset;
-      if (!Number.isInteger(dstOff) || dstOff < 0 || dstOff + len > dst.buf.byteLength) status = GNTST.badCopyArg;
-    } else if (!Number.isInteger(dst.offset) || dst.offset < 0 || dst.offset + len > PAGE_SIZE) {
+      if (dstOffset + len > dstBytes.byteLength) status = GNTST.badCopyArg;
+      else if (len > 0) copyUnchecked(dstBytes, dstAt, srcBytes, srcAt, len);
+    } else if (dstOffset + len > PAGE_SIZE) {
       status = GNTST.badCopyArg;
     } else {
-      const page = t.acquire(dst.domid, dst.ref, this.domid, true);
-      if (page < 0) status = page as GrantStatus;
+      const dstPage = t.acquire(dst.domid, dst.ref, this.domid, true);
+      if (dstPage < 0) status = dstPage as GrantStatus;
       else {
-        dstPinned = true;
-        dstOff = pool.offset(page) + dst.offset;
+        dstAt += dstPage * PAGE_SIZE;
+        if (len > 0) copyUnchecked(dstBytes, dstAt, srcBytes, srcAt, len);
+        t.release(dst.domid, dst.ref);
       }
     }
-    // Bounds were checked above against the page or the local buffer.
-    if (status === GNTST.okay && len > 0) copyBytes(dstBytes, dstOff, srcBytes, srcOff, len);
-    if (srcPinned) t.release((src as { domid: number; ref: number }).domid, (src as { domid: number; ref: number }).ref);
-    if (dstPinned) t.release((dst as { domid: number; ref: number }).domid, (dst as { domid: number; ref: number }).ref);
+    if (srcPage >= 0) t.release((src as { domid: DomId; ref: GrantRef }).domid, (src as { domid: DomId; ref: GrantRef }).ref);
     return status;
   }
 }
