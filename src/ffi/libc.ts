@@ -10,7 +10,7 @@
  * the thread's life); after a failing call its int is read with `read.i32`, a plain memory read
  * that runs no code that could overwrite errno in between.
  */
-import { dlopen, FFIType, ptr, read } from "bun:ffi";
+import { dlopen, FFIType, ptr, read, type Pointer } from "bun:ffi";
 import { PAGE_SIZE, PlatformError } from "../platform/types.ts";
 import { ERRNO, ErrnoError } from "./errno.ts";
 
@@ -63,6 +63,7 @@ const SYMBOLS = {
   ftruncate: { args: ["i32", "i64"], returns: "i32" },
   socketpair: { args: ["i32", "i32", "i32", "ptr"], returns: "i32" },
   __errno_location: { args: [], returns: "ptr" },
+  memmove: { args: ["ptr", "ptr", "u64"], returns: "void" },
 } as const;
 
 type Libc = ReturnType<typeof dlopen<typeof SYMBOLS>>["symbols"];
@@ -84,6 +85,18 @@ function lib(): Libc {
     libc = l;
   }
   return libc;
+}
+
+/**
+ * libc's memmove, or null where libc.so.6 cannot be loaded (not glibc): the copy path then
+ * stays on Buffer's copy. A raw copy checks nothing: its callers check every bound first.
+ */
+export function libcMemmove(): ((dst: Pointer, src: Pointer, len: number) => unknown) | null {
+  try {
+    return lib().memmove;
+  } catch {
+    return null;
+  }
 }
 
 /** The calling thread's errno, as the last failing libc call left it. */
