@@ -18,7 +18,7 @@ import {
   type RxLimits,
   type RxRequest,
 } from "../protocol/index.ts";
-import { copyBytes } from "../platform/copy-bytes.ts";
+import { AddressedBytes, copyBetween } from "../platform/copy-bytes.ts";
 import { pageViews } from "../platform/types.ts";
 import { Control, Counter } from "./control.ts";
 import { FrameQueue } from "./frame-queue.ts";
@@ -27,7 +27,9 @@ import { dropPacket, PUBLISH_EVERY, QueueFull, type PeerNotifier, type RingRole,
 
 export class FrontRx implements RingRole {
   private readonly ring: FrontRing;
-  private readonly pages: Uint8Array[];
+  /** The data pages and the queue's bytes, addressed once for native copies. */
+  private readonly pages: AddressedBytes[];
+  private readonly qData: AddressedBytes;
   private readonly refs: number[];
   private readonly limits: RxLimits;
   private readonly req: RxRequest = { id: 0, gref: 0 };
@@ -45,7 +47,8 @@ export class FrontRx implements RingRole {
     if (init.data === null) throw new Error("front-rx needs data pages");
     this.ring = new FrontRing(pageViews(init.ring)[0]!, RX_REQUEST_SIZE);
     this.full = new QueueFull(q);
-    this.pages = pageViews(init.data.pages);
+    this.pages = pageViews(init.data.pages).map((p) => new AddressedBytes(p));
+    this.qData = new AddressedBytes(q.data);
     this.refs = init.data.refs;
     if (this.pages.length !== this.ring.size) throw new Error(`front-rx needs one page per slot (${this.ring.size})`);
     this.limits = { ...DEFAULT_RX_LIMITS, maxPacketSize: Math.min(init.maxFrame, q.maxRecord) };
@@ -113,7 +116,7 @@ export class FrontRx implements RingRole {
       for (let i = 0; i < frags.length; i++) {
         const f = frags[i]!;
         const page = this.pages[(start + f.slot) & r.mask]!;
-        copyBytes(q.data, pos, page, f.offset, f.size);
+        copyBetween(this.qData, pos, page, f.offset, f.size);
         pos += f.size;
       }
       q.commit(off, p.size, packMeta(p.flags, p.extras));

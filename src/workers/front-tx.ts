@@ -17,7 +17,7 @@ import {
   type TxRequest,
   type TxResponse,
 } from "../protocol/index.ts";
-import { copyBytes } from "../platform/copy-bytes.ts";
+import { AddressedBytes, copyBetween } from "../platform/copy-bytes.ts";
 import { pageViews } from "../platform/types.ts";
 import { Control, Counter } from "./control.ts";
 import { FrameQueue } from "./frame-queue.ts";
@@ -25,7 +25,9 @@ import { PUBLISH_EVERY, type PeerNotifier, type RingRole, type RingWorkerInit } 
 
 export class FrontTx implements RingRole {
   private readonly ring: FrontRing;
-  private readonly pages: Uint8Array[];
+  /** The data pages and the queue's bytes, addressed once for native copies. */
+  private readonly pages: AddressedBytes[];
+  private readonly qData: AddressedBytes;
   private readonly refs: number[];
   /** Free page indices (a stack) and which pages are in flight. */
   private readonly free: number[];
@@ -43,7 +45,8 @@ export class FrontTx implements RingRole {
   ) {
     if (init.data === null) throw new Error("front-tx needs data pages");
     this.ring = new FrontRing(pageViews(init.ring)[0]!, TX_REQUEST_SIZE);
-    this.pages = pageViews(init.data.pages);
+    this.pages = pageViews(init.data.pages).map((p) => new AddressedBytes(p));
+    this.qData = new AddressedBytes(q.data);
     this.refs = init.data.refs;
     // Every request holds one page, so with no more pages than slots the ring never overflows.
     if (this.pages.length > this.ring.size) throw new Error("more TX pages than ring slots");
@@ -109,7 +112,7 @@ export class FrontTx implements RingRole {
       for (let i = 0, pos = 0; i < slots; i++, pos += GRANT_PAGE_SIZE) {
         const page = this.free.pop()!;
         const chunk = Math.min(GRANT_PAGE_SIZE, len - pos);
-        copyBytes(this.pages[page]!, 0, q.data, off + pos, chunk);
+        copyBetween(this.pages[page]!, 0, this.qData, off + pos, chunk);
         this.inFlight[page] = i === 0 ? 2 : 1;
         const req = this.req;
         req.gref = this.refs[page]!;

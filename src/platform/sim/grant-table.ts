@@ -20,7 +20,7 @@ import {
   type SharedPages,
 } from "../types.ts";
 import { ReadonlyPageView } from "../readonly-page.ts";
-import { copyUnchecked } from "../copy-bytes.ts";
+import { AddressedBytes, copyBetweenUnchecked } from "../copy-bytes.ts";
 import type { PagePool } from "./page-pool.ts";
 
 /** Linux keeps the first 8 references for the toolstack; so do we, and ref 0 is never valid. */
@@ -345,9 +345,27 @@ export class SimGrantTable implements GrantTable {
   }
 
   /**
+   * The local buffer each side last copied from or to, with its address: a back end copies
+   * from and to the same buffer (its queue) frame after frame, and taking an address costs
+   * as much as the copy it saves.
+   */
+  private srcLocal = NO_BUFFER;
+  private dstLocal = NO_BUFFER;
+
+  private addressed(side: "src" | "dst", buf: Uint8Array): AddressedBytes {
+    if (side === "src") {
+      if (this.srcLocal.bytes !== buf) this.srcLocal = new AddressedBytes(buf);
+      return this.srcLocal;
+    }
+    if (this.dstLocal.bytes !== buf) this.dstLocal = new AddressedBytes(buf);
+    return this.dstLocal;
+  }
+
+  /**
    * One GNTTABOP_copy segment. Each foreign side is pinned (a user taken) for the copy, so the
    * owner cannot end access and reuse the page underneath it. Nothing is allocated and every
-   * bound is checked once, here: this is the back end's per-frame path.
+   * bound is checked once, here, before the unchecked native copy: this is the back end's
+   * per-frame path.
    */
   private copyOne(s: CopySegment): GrantStatus {
     const len = s.len;
@@ -358,33 +376,29 @@ export class SimGrantTable implements GrantTable {
     const srcOffset = src.offset;
     const dstOffset = dst.offset;
     if (!(Number.isInteger(srcOffset) && srcOffset >= 0 && Number.isInteger(dstOffset) && dstOffset >= 0)) return GNTST.badCopyArg;
-    let srcBytes: Uint8Array = t.pool.bytes;
+    let from = t.pool.addressed;
     let srcAt = srcOffset;
     let srcPage = -1;
     if ("buf" in src) {
-      srcBytes = src.buf;
-      if (srcOffset + len > srcBytes.byteLength) return GNTST.badCopyArg;
+      if (srcOffset + len > src.buf.byteLength) return GNTST.badCopyArg;
+      from = this.addressed("src", src.buf);
     } else {
       if (srcOffset + len > PAGE_SIZE) return GNTST.badCopyArg;
       srcPage = t.acquire(src.domid, src.ref, this.domid, false);
       if (srcPage < 0) return srcPage as GrantStatus;
       srcAt += srcPage * PAGE_SIZE;
     }
-    let dstBytes: Uint8Array = t.pool.bytes;
-    let dstAt = dstOffset;
     let status: GrantStatus = GNTST.okay;
     if ("buf" in dst) {
-      dstBytes = dst.buf;
-      if (dstOffset + len > dstBytes.byteLength) status = GNTST.badCopyArg;
-      else if (len > 0) copyUnchecked(dstBytes, dstAt, srcBytes, srcAt, len);
+      if (dstOffset + len > dst.buf.byteLength) status = GNTST.badCopyArg;
+      else if (len > 0) copyBetweenUnchecked(this.addressed("dst", dst.buf), dstOffset, from, srcAt, len);
     } else if (dstOffset + len > PAGE_SIZE) {
       status = GNTST.badCopyArg;
     } else {
       const dstPage = t.acquire(dst.domid, dst.ref, this.domid, true);
       if (dstPage < 0) status = dstPage as GrantStatus;
       else {
-        dstAt += dstPage * PAGE_SIZE;
-        if (len > 0) copyUnchecked(dstBytes, dstAt, srcBytes, srcAt, len);
+        if (len > 0) copyBetweenUnchecked(t.pool.addressed, dstPage * PAGE_SIZE + dstOffset, from, srcAt, len);
         t.release(dst.domid, dst.ref);
       }
     }
@@ -392,6 +406,8 @@ export class SimGrantTable implements GrantTable {
     return status;
   }
 }
+
+const NO_BUFFER = new AddressedBytes(new Uint8Array(0));
 
 /** Mappings already unmapped, so a double unmap is an error and not a second release. */
 const unmapped = new WeakSet<object>();

@@ -4,6 +4,7 @@
  * bytes in any thread. Each page records its owner (domid + 1; 0 = free) so the leak check
  * can say whose page was never given back.
  */
+import { AddressedBytes } from "../copy-bytes.ts";
 import { PAGE_SIZE, PlatformError, type DomId } from "../types.ts";
 
 export interface PagePoolState {
@@ -25,6 +26,8 @@ export function createPagePoolState(pages: number): PagePoolState {
 export class PagePool {
   readonly memory: SharedArrayBuffer;
   readonly bytes: Uint8Array;
+  /** `bytes` with its address, for the grant copy's native copies. */
+  readonly addressed: AddressedBytes;
   readonly count: number;
   private readonly owners: Int32Array;
   private readonly hint: Int32Array;
@@ -32,6 +35,7 @@ export class PagePool {
   constructor(state: PagePoolState) {
     this.memory = state.memory;
     this.bytes = new Uint8Array(state.memory);
+    this.addressed = new AddressedBytes(this.bytes);
     this.owners = new Int32Array(state.owners);
     this.hint = new Int32Array(state.hint);
     this.count = this.owners.length;
