@@ -8,9 +8,11 @@
  *            spinning 50 µs before they block, as C's threads mode does.
  *   device   Netfront ↔ Netback, everything included: both main threads' queue work and four
  *            workers (bench/device-pair.ts), default settings. Compared with C's threads.
- *   floor    the two copies per frame done with Uint8Array.set: what any JS path pays.
+ *   floor    the two copies per frame with the driver's own copy (copyBetween: libc's memmove
+ *            through bun:ffi between buffers addressed once): what our path pays to move bytes.
  */
 import { measure } from "mitata";
+import { AddressedBytes, copyBetween } from "../src/platform/copy-bytes.ts";
 import type { BenchRecord, MeasureOptions } from "./compare.ts";
 import { summarize } from "./compare.ts";
 import { devicePair, Flow } from "./device-pair.ts";
@@ -90,10 +92,9 @@ export async function measureOurs(sizes: readonly number[], opts: MeasureOptions
           },
         });
       }
-      const src = new Uint8Array(size).fill(1);
-      const pages = Array.from({ length: 8 }, () => new Uint8Array(new SharedArrayBuffer(65536)));
-      const views = pages.map((p) => p.subarray(0, size));
-      const out = new Uint8Array(size);
+      const src = new AddressedBytes(new Uint8Array(size).fill(1));
+      const pages = Array.from({ length: 8 }, () => new AddressedBytes(new Uint8Array(new SharedArrayBuffer(65536))));
+      const out = new AddressedBytes(new Uint8Array(size));
       jobs.push({
         key: { size, mode: "floor", impl: "ours", dir: null },
         ns: [],
@@ -101,8 +102,8 @@ export async function measureOurs(sizes: readonly number[], opts: MeasureOptions
         one: async () => ({
           ns: await perFrame(() => {
             for (let i = 0; i < 32; i++) {
-              pages[i & 7]!.set(src);
-              out.set(views[i & 7]!);
+              copyBetween(pages[i & 7]!, 0, src, 0, size);
+              copyBetween(out, 0, pages[i & 7]!, 0, size);
             }
           }, 32),
         }),

@@ -5,6 +5,7 @@
  */
 import { BackRing, ETH_HLEN, FrontRing, GRANT_PAGE_SIZE, MAX_PACKET_SIZE } from "../src/protocol/index.ts";
 import type { GrantTable } from "../src/platform/types.ts";
+import { AddressedBytes } from "../src/platform/copy-bytes.ts";
 import { simLink, type SimLink } from "./sim-link.ts";
 
 /**
@@ -29,6 +30,9 @@ export abstract class RingLoop {
   protected readonly refs: readonly number[];
   /** The sender's frame. */
   protected readonly frame: Uint8Array;
+  /** The pages and the frame addressed for native copies, as the driver's roles copy. */
+  protected readonly pagesAt: AddressedBytes[];
+  protected readonly frameAt: AddressedBytes;
   protected readonly sendHook: RingLoopHooks["send"];
   protected readonly receiveHook: RingLoopHooks["receive"];
   private readonly link: SimLink;
@@ -62,6 +66,8 @@ export abstract class RingLoop {
     this.back.attach();
     if (this.pages.length !== this.front.size) throw new Error(`one data page per slot: ${this.pages.length} pages, ${this.front.size} slots`);
     this.frame = new Uint8Array(frameSize).map((_, i) => i * 7);
+    this.pagesAt = this.pages.map((p) => new AddressedBytes(p));
+    this.frameAt = new AddressedBytes(this.frame);
   }
 
   /** Move `n` frames (n × slotsPerFrame ≤ 256). */

@@ -25,7 +25,7 @@ import {
 } from "../src/protocol/index.ts";
 import { RingLoop, type RingLoopHooks } from "./ring-loop-base.ts";
 import { GUEST } from "./sim-link.ts";
-import { copyBytes } from "../src/platform/copy-bytes.ts";
+import { copyBetween } from "../src/platform/copy-bytes.ts";
 import { GNTST, type CopySegment } from "../src/platform/types.ts";
 
 type GrantSide = { domid: number; ref: number; offset: number };
@@ -64,7 +64,7 @@ export class TxRingLoop extends RingLoop {
       for (let i = 0; i < n; i++) {
         if (this.sendHook !== undefined) this.sendHook(this.frame, this.sent + i);
         const slot = f.reqProdPvt & f.mask;
-        this.pages[slot]!.set(this.frame);
+        copyBetween(this.pagesAt[slot]!, 0, this.frameAt, 0, this.frameSize);
         encodeTxRequest(f.view, f.slotOffset(f.reqProdPvt), { gref: this.refs[slot]!, offset: 0, flags: 0, id: slot, size: this.frameSize });
         f.reqProdPvt = (f.reqProdPvt + 1) >>> 0;
       }
@@ -120,7 +120,7 @@ export class TxRingLoop extends RingLoop {
     for (let j = 0, pos = 0; j < nfrag; j++, pos += GRANT_PAGE_SIZE) {
       const slot = f.reqProdPvt & f.mask;
       const len = Math.min(GRANT_PAGE_SIZE, this.frameSize - pos);
-      copyBytes(this.pages[slot]!, 0, frame, pos, len);
+      copyBetween(this.pagesAt[slot]!, 0, this.frameAt, pos, len);
       req.gref = this.refs[slot]!;
       req.offset = 0;
       req.flags = j + 1 < nfrag ? NETTXF.moreData : 0;

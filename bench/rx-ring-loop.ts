@@ -23,7 +23,7 @@ import {
 } from "../src/protocol/index.ts";
 import { RingLoop, type RingLoopHooks } from "./ring-loop-base.ts";
 import { GUEST } from "./sim-link.ts";
-import { copyBytes } from "../src/platform/copy-bytes.ts";
+import { AddressedBytes, copyBetween } from "../src/platform/copy-bytes.ts";
 import { GNTST, type CopySegment } from "../src/platform/types.ts";
 
 
@@ -32,6 +32,7 @@ type GrantSide = { domid: number; ref: number; offset: number };
 export class RxRingLoop extends RingLoop {
   /** Where the front assembles what it receives. */
   private readonly sink: Uint8Array;
+  private readonly sinkAt: AddressedBytes;
   /** One grant-copy segment per fragment, source offsets and lengths fixed by the frame size. */
   private readonly segs: CopySegment[];
   private readonly backReq: RxRequest = { id: 0, gref: 0 };
@@ -50,6 +51,7 @@ export class RxRingLoop extends RingLoop {
     for (let i = 0; i < this.front.size; i++) this.post();
     this.front.pushRequests();
     this.sink = new Uint8Array(frameSize);
+    this.sinkAt = new AddressedBytes(this.sink);
     this.segs = Array.from({ length: this.slotsPerFrame }, (_, j) => ({
       source: { buf: this.frame, offset: j * GRANT_PAGE_SIZE },
       dest: { domid: GUEST, ref: 0, offset: 0 },
@@ -101,7 +103,7 @@ export class RxRingLoop extends RingLoop {
     b.pushResponses();
 
     const f = this.front;
-    const pages = this.pages;
+    const pages = this.pagesAt;
     const sink = this.sink;
     let done = f.unconsumedResponses();
     let got = 0;
@@ -115,7 +117,7 @@ export class RxRingLoop extends RingLoop {
         // The response sits in the slot of the buffer it filled; its id must say the same.
         const slot = (start + frag.slot) & f.mask;
         if (frag.id !== slot) throw new Error(`response in slot ${slot} names buffer ${frag.id}`);
-        copyBytes(sink, pos, pages[slot]!, frag.offset, frag.size);
+        copyBetween(this.sinkAt, pos, pages[slot]!, frag.offset, frag.size);
         pos += frag.size;
       }
       if (pos !== this.frameSize) throw new Error(`received a ${pos}-byte frame, sent ${this.frameSize}`);
