@@ -3,7 +3,9 @@
  * run; a run's figure is the median of its samples):
  *
  *   single   the ring path, front and back alternating on one thread: protocol core, sim grant
- *            table, pre-shared pages (bench/ring-loop.ts, bench/rx-ring-loop.ts). As C's single.
+ *            table, pre-shared pages (bench/ring-loop.ts, bench/rx-ring-loop.ts). As C's single,
+ *            each (direction, size) in a worker of its own (bench/single-worker.ts), as each C
+ *            figure comes from a process of its own.
  *   threads  our ring roles in two workers with the workers' own loop (bench/ring-pair.ts),
  *            spinning 50 µs before they block, as C's threads mode does.
  *   device   Netfront ↔ Netback, everything included: both main threads' queue work and four
@@ -17,8 +19,7 @@ import type { BenchRecord, MeasureOptions } from "./compare.ts";
 import { summarize } from "./compare.ts";
 import { devicePair, Flow } from "./device-pair.ts";
 import { ringPair } from "./ring-pair.ts";
-import { TxRingLoop } from "./ring-loop.ts";
-import { RxRingLoop } from "./rx-ring-loop.ts";
+import type { SingleInit, SingleReply, SingleRequest } from "./single-worker.ts";
 
 /** CPU time mitata spends per measure (its default is 642 ms; the table has ~35 of them per run). */
 const MEASURE_NS = 120e6;
@@ -26,6 +27,37 @@ const PAIR_BATCH = 20_000;
 const DEVICE_BATCH = 2_000;
 
 type Key = Pick<BenchRecord, "size" | "mode" | "impl" | "dir">;
+
+/** A one-thread ring loop in its own worker: measure() gives ns per frame. */
+async function singleWorker(init: SingleInit): Promise<{ measure(): Promise<number>; close(): Promise<void> }> {
+  const worker = new Worker(new URL("./single-worker.ts", import.meta.url).href);
+  let pending: ((r: SingleReply) => void) | null = null;
+  worker.onmessage = (e: MessageEvent<SingleReply>) => pending?.(e.data);
+  worker.onerror = (e) => pending?.({ error: e.message });
+  const ask = (req: SingleInit | SingleRequest) =>
+    new Promise<SingleReply>((resolve) => {
+      pending = resolve;
+      worker.postMessage(req);
+    });
+  const what = `single ${init.dir} ${init.size} B`;
+  const check = (r: SingleReply): SingleReply => {
+    if (typeof r === "object" && "error" in r) throw new Error(`${what}: ${r.error}`);
+    return r;
+  };
+  check(await ask(init));
+  check(await ask("measure")); // the JIT warms up before anything is timed
+  return {
+    async measure() {
+      const r = check(await ask("measure"));
+      if (typeof r !== "object" || !("ns" in r)) throw new Error(`${what}: unexpected reply ${JSON.stringify(r)}`);
+      return r.ns;
+    },
+    async close() {
+      check(await ask("close"));
+      worker.terminate();
+    },
+  };
+}
 
 /** ns per frame of one mitata measure of `fn`, which moves `frames` frames per call. */
 async function perFrame(fn: () => unknown, frames: number): Promise<number> {
@@ -52,13 +84,10 @@ export async function measureOurs(sizes: readonly number[], opts: MeasureOptions
   const device = await devicePair();
   try {
     for (const size of sizes) {
-      const n = stepFrames(size);
-      const tx = new TxRingLoop(size);
-      const rx = new RxRingLoop(size);
-      jobs.push(
-        { key: { size, mode: "single", impl: "ours", dir: "tx" }, ns: [], cpu: [], one: async () => ({ ns: await perFrame(() => tx.step(n), n) }) },
-        { key: { size, mode: "single", impl: "ours", dir: "rx" }, ns: [], cpu: [], one: async () => ({ ns: await perFrame(() => rx.step(n), n) }) },
-      );
+      for (const dir of ["tx", "rx"] as const) {
+        const single = await singleWorker({ dir, size, frames: stepFrames(size), measureNs: MEASURE_NS });
+        jobs.push({ key: { size, mode: "single", impl: "ours", dir }, ns: [], cpu: [], one: async () => ({ ns: await single.measure() }), close: () => single.close() });
+      }
       for (const dir of ["tx", "rx"] as const) {
         const pair = await ringPair(dir, size);
         await pair.run(100_000); // the workers' JIT warms up before anything is timed
