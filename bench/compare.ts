@@ -58,10 +58,19 @@ export function summarize(key: Pick<BenchRecord, "size" | "mode" | "impl" | "dir
   return rec;
 }
 
-function median(v: number[]): number {
+export function median(v: number[]): number {
   const s = [...v].sort((a, b) => a - b);
   const m = s.length >> 1;
   return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+/** `--runs N` from a benchmark's arguments (N a positive integer), or `fallback` without it. */
+export function runsArg(argv: readonly string[], fallback = DEFAULT_RUNS): number {
+  const i = argv.indexOf("--runs");
+  if (i < 0) return fallback;
+  const n = Number(argv[i + 1]);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`--runs ${argv[i + 1]}: need a positive integer`);
+  return n;
 }
 
 /** Frames per run: enough for ~30–150 ms per run at the sizes we measure. */

@@ -10,7 +10,7 @@
  */
 import { cpus, loadavg } from "node:os";
 import { buildCReference, CReferenceUnavailable, type CReference } from "./c-reference.ts";
-import { DEFAULT_RUNS, SIZES, formatGoals, formatTable, jsonRows, measureCReference, measurePostMessage, quietGate, type BenchRecord, type MeasureOptions } from "./compare.ts";
+import { DEFAULT_RUNS, SIZES, formatGoals, runsArg, formatTable, jsonRows, measureCReference, measurePostMessage, quietGate, type BenchRecord, type MeasureOptions } from "./compare.ts";
 import { measureOurs } from "./ours.ts";
 
 interface Args {
@@ -37,8 +37,7 @@ function parseArgs(argv: string[]): Args {
         a.json = value!;
         break;
       case "--runs":
-        a.runs = Number(value);
-        if (!Number.isInteger(a.runs) || a.runs < 1) throw new Error(`--runs ${value}: need a positive integer`);
+        a.runs = runsArg([flag, value!]);
         break;
       case "--sizes":
         a.sizes = value!.split(",").map(Number);

@@ -30,21 +30,13 @@ import {
 import { AddressedBytes, copyBetween, copyBytes } from "../src/platform/copy-bytes.ts";
 import type { CopySegment } from "../src/platform/types.ts";
 import { buildCReference, CReferenceUnavailable } from "./c-reference.ts";
-import { framesFor } from "./compare.ts";
+import { framesFor, median, runsArg } from "./compare.ts";
 import { GUEST, simLink } from "./sim-link.ts";
 
 const OPS = 32;
 const SIZES = [64, 1514];
 
-function parseRuns(argv: string[]): number {
-  const i = argv.indexOf("--runs");
-  if (i < 0) return 5;
-  const n = Number(argv[i + 1]);
-  if (!Number.isInteger(n) || n < 1) throw new Error(`--runs ${argv[i + 1]}: need a positive integer`);
-  return n;
-}
-
-const runs = parseRuns(process.argv.slice(2));
+const runs = runsArg(process.argv.slice(2));
 const cases: { name: string; fn: () => void }[] = [];
 let sink = 0; // results feed this, so no operation can be optimised away
 
@@ -132,11 +124,8 @@ for (let r = 0; r < runs; r++) {
   }
 }
 
-const fmt = (name: string, v: number[]) => {
-  const s = [...v].sort((a, b) => a - b);
-  const med = s.length % 2 === 1 ? s[s.length >> 1]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-  return `${name.padEnd(46)} ${med.toFixed(1).padStart(6)}  [${s[0]!.toFixed(1)}–${s[s.length - 1]!.toFixed(1)}]`;
-};
+const fmt = (name: string, v: number[]) =>
+  `${name.padEnd(46)} ${median(v).toFixed(1).padStart(6)}  [${Math.min(...v).toFixed(1)}–${Math.max(...v).toFixed(1)}]`;
 console.log(`ns per operation, ${runs} runs: median [min–max]`);
 for (const [name, v] of ns) console.log(fmt(name, v));
 if (runC === null) console.log(`no C reference: ${noC}`);

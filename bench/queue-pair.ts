@@ -10,6 +10,7 @@
  */
 import { measure } from "mitata";
 import { createFrameQueueState, FrameQueue } from "../src/workers/frame-queue.ts";
+import { median, runsArg } from "./compare.ts";
 import { openPostMessageChannel } from "./postmessage-baseline.ts";
 import { QP, type QueuePairInit } from "./queue-pair-worker.ts";
 
@@ -65,15 +66,7 @@ async function queuePair(size: number): Promise<QueuePair> {
   };
 }
 
-function parseRuns(argv: string[]): number {
-  const i = argv.indexOf("--runs");
-  if (i < 0) return 5;
-  const n = Number(argv[i + 1]);
-  if (!Number.isInteger(n) || n < 1) throw new Error(`--runs ${argv[i + 1]}: need a positive integer`);
-  return n;
-}
-
-const runs = parseRuns(process.argv.slice(2));
+const runs = runsArg(process.argv.slice(2));
 const rows: { name: string; ns: number[] }[] = [];
 for (const size of SIZES) {
   const qp = await queuePair(size);
@@ -92,8 +85,6 @@ for (const size of SIZES) {
 }
 console.log(`main thread -> worker, ${runs} runs, ns per frame: median [min-max]`);
 for (const { name, ns } of rows) {
-  const s = [...ns].sort((a, b) => a - b);
-  const med = s.length % 2 === 1 ? s[s.length >> 1]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-  console.log(`${name}  ${med.toFixed(1).padStart(7)}  [${s[0]!.toFixed(1)}-${s[s.length - 1]!.toFixed(1)}]`);
+  console.log(`${name}  ${median(ns).toFixed(1).padStart(7)}  [${Math.min(...ns).toFixed(1)}-${Math.max(...ns).toFixed(1)}]`);
 }
 process.exit(0);
