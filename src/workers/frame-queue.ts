@@ -11,20 +11,12 @@
  * costs no wake-up at all.
  */
 
-/**
- * Each control word has a 64-byte cache line to itself (two words 16 Int32s apart never share
- * one, wherever the buffer starts): the producer writes PROD on every record and the consumer
- * CONS, and on one line the two stores would pull it back and forth between the CPUs on
- * every frame. The waiting flags are written only around a sleep and read on every publish,
- * so on their own lines those reads stay cache hits.
- */
-const LINE_WORDS = 16;
 const PROD = 0; // bytes produced (u32, free-running)
-const CONS = LINE_WORDS; // bytes consumed
-const PRODUCER_WAITING = 2 * LINE_WORDS; // the producer sleeps until space frees
-const CONSUMER_WAITING = 3 * LINE_WORDS; // the consumer sleeps until a record arrives
-const CLOSED = 4 * LINE_WORDS; // either side gave up: no more records
-const HEADER_WORDS = 6 * LINE_WORDS; // the data starts a line past the last control word
+const CONS = 1; // bytes consumed
+const PRODUCER_WAITING = 2; // the producer sleeps until space frees
+const CONSUMER_WAITING = 3; // the consumer sleeps until a record arrives
+const CLOSED = 4; // either side gave up: no more records
+const HEADER_WORDS = 16; // a cache line apart from the data
 
 const RECORD_HEADER = 8;
 const SKIP = 0xffffffff;
