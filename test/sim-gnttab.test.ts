@@ -176,6 +176,30 @@ describe("simulated grant table", () => {
     expect(hv.leaks()).toEqual([]);
   });
 
+  test("copies to and from different local buffers in turn each use the buffer they name", () => {
+    const { front, back } = setup();
+    const g = front.gnttab.share(0, 1, true);
+    const ref = g.refs[0]!;
+    // The copy keeps the last local buffer's address: alternate, and small and shared buffers.
+    const bufs = [new Uint8Array(16), new Uint8Array(new SharedArrayBuffer(64)), new Uint8Array(32)];
+    for (let round = 0; round < 6; round++) {
+      const src = bufs[round % 3]!;
+      const dst = bufs[(round + 1) % 3]!;
+      src.fill(round + 1);
+      dst.fill(0);
+      const segs: CopySegment[] = [
+        { source: { buf: src, offset: 0 }, dest: { domid: 1, ref, offset: round }, len: 16 },
+        { source: { domid: 1, ref, offset: round }, dest: { buf: dst, offset: 0 }, len: 16 },
+      ];
+      back.gnttab.copy(segs);
+      expect(segs.map((x) => x.status)).toEqual([GNTST.okay, GNTST.okay]);
+      expect([...dst.subarray(0, 16)]).toEqual(new Array(16).fill(round + 1));
+      expect(dst.subarray(16).every((b) => b === 0)).toBe(true);
+    }
+    front.gnttab.unshare(g);
+    expect(hv.leaks()).toEqual([]);
+  });
+
   test("a third domain cannot grant-copy from a grant given to someone else", () => {
     const { front } = setup();
     const eve = hv.platform(hv.createDomain(3));

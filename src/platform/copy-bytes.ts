@@ -26,8 +26,11 @@ function checkCopy(dstLength: number, dstOffset: number, srcLength: number, srcO
   }
 }
 
-/** libc's memmove through bun:ffi, or null where it cannot be loaded. */
-const memmove = libcMemmove();
+/**
+ * libc's memmove through bun:ffi, or null where it cannot be loaded; opened with the first
+ * AddressedBytes, so a thread that never makes one never opens libc.
+ */
+let memmove: ReturnType<typeof libcMemmove> | undefined;
 
 /**
  * A buffer and its address, taken once. Copies between two of them go through libc's memmove
@@ -44,7 +47,22 @@ export class AddressedBytes {
     // into an ArrayBuffer of their own: an address taken before that would go stale (a test
     // caught it). Reading it first pins them where they will stay.
     void bytes.buffer;
+    memmove ??= libcMemmove();
     this.addr = memmove === null || bytes.byteLength === 0 ? 0 : addressOf(bytes);
+  }
+}
+
+/**
+ * The address of the buffer last asked for, kept: a back end's grant copies go from and to the
+ * same local buffer (its queue) frame after frame, and taking an address costs about what the
+ * native copy saves.
+ */
+export class LastAddressed {
+  private last = new AddressedBytes(new Uint8Array(0));
+
+  of(bytes: Uint8Array): AddressedBytes {
+    if (this.last.bytes !== bytes) this.last = new AddressedBytes(bytes);
+    return this.last;
   }
 }
 

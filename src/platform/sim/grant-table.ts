@@ -20,7 +20,7 @@ import {
   type SharedPages,
 } from "../types.ts";
 import { ReadonlyPageView } from "../readonly-page.ts";
-import { AddressedBytes, copyBetweenUnchecked } from "../copy-bytes.ts";
+import { LastAddressed, copyBetweenUnchecked } from "../copy-bytes.ts";
 import type { PagePool } from "./page-pool.ts";
 
 /** Linux keeps the first 8 references for the toolstack; so do we, and ref 0 is never valid. */
@@ -344,22 +344,9 @@ export class SimGrantTable implements GrantTable {
     }
   }
 
-  /**
-   * The local buffer each side last copied from or to, with its address: a back end copies
-   * from and to the same buffer (its queue) frame after frame, and taking an address costs
-   * as much as the copy it saves.
-   */
-  private srcLocal = NO_BUFFER;
-  private dstLocal = NO_BUFFER;
-
-  private addressed(side: "src" | "dst", buf: Uint8Array): AddressedBytes {
-    if (side === "src") {
-      if (this.srcLocal.bytes !== buf) this.srcLocal = new AddressedBytes(buf);
-      return this.srcLocal;
-    }
-    if (this.dstLocal.bytes !== buf) this.dstLocal = new AddressedBytes(buf);
-    return this.dstLocal;
-  }
+  /** The local buffers last copied from and to, with their addresses. */
+  private readonly srcLocal = new LastAddressed();
+  private readonly dstLocal = new LastAddressed();
 
   /**
    * One GNTTABOP_copy segment. Each foreign side is pinned (a user taken) for the copy, so the
@@ -381,7 +368,7 @@ export class SimGrantTable implements GrantTable {
     let srcPage = -1;
     if ("buf" in src) {
       if (srcOffset + len > src.buf.byteLength) return GNTST.badCopyArg;
-      from = this.addressed("src", src.buf);
+      from = this.srcLocal.of(src.buf);
     } else {
       if (srcOffset + len > PAGE_SIZE) return GNTST.badCopyArg;
       srcPage = t.acquire(src.domid, src.ref, this.domid, false);
@@ -391,7 +378,7 @@ export class SimGrantTable implements GrantTable {
     let status: GrantStatus = GNTST.okay;
     if ("buf" in dst) {
       if (dstOffset + len > dst.buf.byteLength) status = GNTST.badCopyArg;
-      else if (len > 0) copyBetweenUnchecked(this.addressed("dst", dst.buf), dstOffset, from, srcAt, len);
+      else if (len > 0) copyBetweenUnchecked(this.dstLocal.of(dst.buf), dstOffset, from, srcAt, len);
     } else if (dstOffset + len > PAGE_SIZE) {
       status = GNTST.badCopyArg;
     } else {
@@ -406,8 +393,6 @@ export class SimGrantTable implements GrantTable {
     return status;
   }
 }
-
-const NO_BUFFER = new AddressedBytes(new Uint8Array(0));
 
 /** Mappings already unmapped, so a double unmap is an error and not a second release. */
 const unmapped = new WeakSet<object>();
