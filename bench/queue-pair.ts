@@ -13,10 +13,10 @@ import { createFrameQueueState, FrameQueue } from "../src/workers/frame-queue.ts
 import { median, runsArg } from "./compare.ts";
 import { openPostMessageChannel } from "./postmessage-baseline.ts";
 import { QP, type QueuePairInit } from "./queue-pair-worker.ts";
+import { QUEUE_BYTES } from "./sim-link.ts";
 
 const BATCH = 20_000;
 const SIZES = [64, 1514];
-const QUEUE_BYTES = 4 << 20; // the devices' default
 
 interface QueuePair {
   /** Push `n` frames and spin until the worker has taken them all. */

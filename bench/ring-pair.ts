@@ -7,13 +7,10 @@
  * (bench/ring-pair-worker.ts), so the figure is the ring path across two threads, as C's is.
  * The whole device, main threads included, is measured separately (bench/device-pair.ts).
  */
-import { createControlState, Control, Counter } from "../src/workers/control.ts";
-import { createFrameQueueState } from "../src/workers/frame-queue.ts";
+import { Control, Counter } from "../src/workers/control.ts";
 import type { RingWorkerInit } from "../src/workers/role.ts";
 import { PAIR, type PairWorkerInit } from "./ring-pair-worker.ts";
-import { GUEST, simLink } from "./sim-link.ts";
-
-const QUEUE_BYTES = 4 << 20; // the devices' default
+import { roleInits, simLink } from "./sim-link.ts";
 
 export interface RingPair {
   /** Move `frames` frames; wall time and CPU time (all threads) per frame, in ns. */
@@ -23,36 +20,8 @@ export interface RingPair {
 
 export async function ringPair(dir: "tx" | "rx", size: number): Promise<RingPair> {
   const link = simLink(dir === "rx", 2048);
-  const { hv, ring, data, mapped } = link;
-  const fe = hv.platform(GUEST);
-  const be = hv.platform(0);
-  const maxFrame = dir === "tx" ? 65535 : 65549;
   // As the C reference's threads mode: 50 µs of polling before a side blocks.
-  const common = { maxFrame, spinMicros: 50 };
-  const frontInit: RingWorkerInit = {
-    ...common,
-    role: dir === "tx" ? "front-tx" : "front-rx",
-    platform: fe.descriptor,
-    evtchn: link.front.h.descriptor,
-    port: link.front.port,
-    control: createControlState(),
-    queue: createFrameQueueState(QUEUE_BYTES),
-    ring: ring.descriptor,
-    data: { pages: data.descriptor, refs: [...data.refs] },
-    peer: 0,
-  };
-  const backInit: RingWorkerInit = {
-    ...common,
-    role: dir === "tx" ? "back-tx" : "back-rx",
-    platform: be.descriptor,
-    evtchn: link.back.h.descriptor,
-    port: link.back.port,
-    control: createControlState(),
-    queue: createFrameQueueState(QUEUE_BYTES),
-    ring: mapped.descriptor!,
-    data: null,
-    peer: GUEST,
-  };
+  const { front: frontInit, back: backInit } = roleInits(link, dir, 50);
   const ctls = [new Control(frontInit.control), new Control(backInit.control)];
   for (const c of ctls) c.setPeerConnected(true);
   const words = new SharedArrayBuffer(16);

@@ -11,17 +11,16 @@
  */
 import { measure } from "mitata";
 import { openPlatform } from "../src/platform/open.ts";
-import { Control, createControlState } from "../src/workers/control.ts";
-import { FrameQueue, createFrameQueueState } from "../src/workers/frame-queue.ts";
+import { Control } from "../src/workers/control.ts";
+import { FrameQueue } from "../src/workers/frame-queue.ts";
 import { makeRole } from "../src/workers/role-loop.ts";
 import { PeerNotifier, type RingRole, type RingWorkerInit } from "../src/workers/role.ts";
 import { buildCReference, CReferenceUnavailable } from "./c-reference.ts";
 import { framesFor, median, runsArg } from "./compare.ts";
-import { GUEST, simLink } from "./sim-link.ts";
+import { roleInits, simLink } from "./sim-link.ts";
 
 const BATCH = 10_000;
 const SIZES = [64, 1514];
-const QUEUE_BYTES = 4 << 20; // the devices' default
 
 interface Side {
   q: FrameQueue;
@@ -31,9 +30,7 @@ interface Side {
 /** Both roles of one direction on this thread; `batch(n)` moves n frames end to end. */
 function rolesAlone(dir: "tx" | "rx", size: number): { batch(n: number): void; close(): void } {
   const link = simLink(dir === "rx", 2048);
-  const fe = link.hv.platform(GUEST);
-  const be = link.hv.platform(0);
-  const common = { maxFrame: dir === "tx" ? 65535 : 65549, spinMicros: 0 };
+  const inits = roleInits(link, dir, 0);
   const side = (init: RingWorkerInit): Side => {
     const ctl = new Control(init.control);
     ctl.setPeerConnected(true);
@@ -44,30 +41,8 @@ function rolesAlone(dir: "tx" | "rx", size: number): { batch(n: number): void; c
     });
     return { q, role };
   };
-  const front = side({
-    ...common,
-    role: dir === "tx" ? "front-tx" : "front-rx",
-    platform: fe.descriptor,
-    evtchn: link.front.h.descriptor,
-    port: link.front.port,
-    control: createControlState(),
-    queue: createFrameQueueState(QUEUE_BYTES),
-    ring: link.ring.descriptor,
-    data: { pages: link.data.descriptor, refs: [...link.data.refs] },
-    peer: 0,
-  });
-  const back = side({
-    ...common,
-    role: dir === "tx" ? "back-tx" : "back-rx",
-    platform: be.descriptor,
-    evtchn: link.back.h.descriptor,
-    port: link.back.port,
-    control: createControlState(),
-    queue: createFrameQueueState(QUEUE_BYTES),
-    ring: link.mapped.descriptor!,
-    data: null,
-    peer: GUEST,
-  });
+  const front = side(inits.front);
+  const back = side(inits.back);
   const [producer, consumer] = dir === "tx" ? [front, back] : [back, front];
   const frame = new Uint8Array(size).map((_, i) => i * 7);
   const stamp = new DataView(frame.buffer);

@@ -6,6 +6,9 @@
  */
 import { SimHypervisor } from "../src/platform/sim/index.ts";
 import type { EventChannels, MappedPages, SharedPages } from "../src/platform/types.ts";
+import { createControlState } from "../src/workers/control.ts";
+import { createFrameQueueState } from "../src/workers/frame-queue.ts";
+import type { RingWorkerInit } from "../src/workers/role.ts";
 
 export const GUEST = 1;
 
@@ -51,6 +54,44 @@ export function simLink(dataWritable: boolean, pages = 1024): SimLink {
       fe.close();
       be.close();
       hv.assertNoLeaks([GUEST]);
+    },
+  };
+}
+
+/** The devices' default frame queue size. */
+export const QUEUE_BYTES = 4 << 20;
+
+/**
+ * What a ring worker of each end gets for one direction over `link` (a TX link for "tx", an
+ * RX link for "rx"): our front role on the guest's side, our back role on dom0's, each with
+ * its own control block and frame queue.
+ */
+export function roleInits(link: SimLink, dir: "tx" | "rx", spinMicros: number): { front: RingWorkerInit; back: RingWorkerInit } {
+  const common = { maxFrame: dir === "tx" ? 65535 : 65549, spinMicros };
+  return {
+    front: {
+      ...common,
+      role: dir === "tx" ? "front-tx" : "front-rx",
+      platform: link.hv.platform(GUEST).descriptor,
+      evtchn: link.front.h.descriptor,
+      port: link.front.port,
+      control: createControlState(),
+      queue: createFrameQueueState(QUEUE_BYTES),
+      ring: link.ring.descriptor,
+      data: { pages: link.data.descriptor, refs: [...link.data.refs] },
+      peer: 0,
+    },
+    back: {
+      ...common,
+      role: dir === "tx" ? "back-tx" : "back-rx",
+      platform: link.hv.platform(0).descriptor,
+      evtchn: link.back.h.descriptor,
+      port: link.back.port,
+      control: createControlState(),
+      queue: createFrameQueueState(QUEUE_BYTES),
+      ring: link.mapped.descriptor!,
+      data: null,
+      peer: GUEST,
     },
   };
 }
