@@ -52,8 +52,10 @@ async function queuePair(size: number): Promise<QueuePair> {
         stamp.setUint32(0, sent, true);
         if (q.push(frame)) sent++;
       }
+      // The worker drains on its own CPU; a worker that died would leave this spinning for ever.
+      const deadline = performance.now() + 10_000;
       while (Atomics.load(w, QP.received) !== sent) {
-        // the worker drains on its own CPU
+        if (performance.now() > deadline) throw new Error(`queue pair ${size} B: the worker took no frame for 10 s (${Atomics.load(w, QP.received)} of ${sent})`);
       }
       const wrong = Atomics.load(w, QP.wrong);
       if (wrong !== 0) throw new Error(`queue pair ${size} B: ${wrong} frames arrived wrong`);

@@ -25,13 +25,12 @@ export abstract class RingLoop {
   protected readonly back: BackRing;
   /** dom0's grant table: the back end's copies go through it. */
   protected readonly gnttab: GrantTable;
-  /** The front's data pages, one per slot, and their grant references. */
-  protected readonly pages: Uint8Array[];
+  /** The front's data pages, one per slot (addressed for native copies, as the driver's roles copy), and their grant references. */
+  protected readonly pagesAt: AddressedBytes[];
   protected readonly refs: readonly number[];
   /** The sender's frame. */
   protected readonly frame: Uint8Array;
-  /** The pages and the frame addressed for native copies, as the driver's roles copy. */
-  protected readonly pagesAt: AddressedBytes[];
+  /** The frame, addressed for native copies. */
   protected readonly frameAt: AddressedBytes;
   protected readonly sendHook: RingLoopHooks["send"];
   protected readonly receiveHook: RingLoopHooks["receive"];
@@ -58,15 +57,14 @@ export abstract class RingLoop {
     this.link = simLink(dataWritable);
     this.hv = this.link.hv;
     this.gnttab = this.hv.platform(0).gnttab;
-    this.pages = [...this.link.data.pages];
+    this.pagesAt = this.link.data.pages.map((p) => new AddressedBytes(p));
     this.refs = this.link.data.refs;
     this.front = new FrontRing(this.link.ring.pages[0]!, slotSize);
     this.front.init();
     this.back = new BackRing(this.link.mapped.pages[0]!, slotSize);
     this.back.attach();
-    if (this.pages.length !== this.front.size) throw new Error(`one data page per slot: ${this.pages.length} pages, ${this.front.size} slots`);
+    if (this.pagesAt.length !== this.front.size) throw new Error(`one data page per slot: ${this.pagesAt.length} pages, ${this.front.size} slots`);
     this.frame = new Uint8Array(frameSize).map((_, i) => i * 7);
-    this.pagesAt = this.pages.map((p) => new AddressedBytes(p));
     this.frameAt = new AddressedBytes(this.frame);
   }
 

@@ -105,6 +105,7 @@ export class RxRingLoop extends RingLoop {
     const f = this.front;
     const pages = this.pagesAt;
     const sink = this.sink;
+    const sinkAt = this.sinkAt;
     let done = f.unconsumedResponses();
     let got = 0;
     while (done > 0) {
@@ -117,7 +118,7 @@ export class RxRingLoop extends RingLoop {
         // The response sits in the slot of the buffer it filled; its id must say the same.
         const slot = (start + frag.slot) & f.mask;
         if (frag.id !== slot) throw new Error(`response in slot ${slot} names buffer ${frag.id}`);
-        copyBetween(this.sinkAt, pos, pages[slot]!, frag.offset, frag.size);
+        copyBetween(sinkAt, pos, pages[slot]!, frag.offset, frag.size);
         pos += frag.size;
       }
       if (pos !== this.frameSize) throw new Error(`received a ${pos}-byte frame, sent ${this.frameSize}`);
