@@ -18,6 +18,7 @@ import { ERRNO, ErrnoError } from "./errno.ts";
 export const O_RDONLY = 0;
 export const O_WRONLY = 1;
 export const O_RDWR = 2;
+export const O_CREAT = 0o100;
 export const O_NONBLOCK = 0o4000;
 export const O_CLOEXEC = 0o2000000;
 
@@ -64,7 +65,11 @@ const SYMBOLS = {
   socketpair: { args: ["i32", "i32", "i32", "ptr"], returns: "i32" },
   __errno_location: { args: [], returns: "ptr" },
   memmove: { args: ["ptr", "ptr", "u64"], returns: "void" },
+  flock: { args: ["i32", "i32"], returns: "i32" },
 } as const;
+
+const LOCK_EX = 2;
+const LOCK_NB = 4;
 
 type Libc = ReturnType<typeof dlopen<typeof SYMBOLS>>["symbols"];
 
@@ -131,10 +136,20 @@ export function addressOf(view: NodeJS.TypedArray | DataView, byteOffset = 0): n
 // ---------------------------------------------------------------------------------------
 
 /** open(2). `op` names the caller's operation in the error, e.g. "evtchn.open". */
-export function open(path: string, flags: number, op = "open"): number {
-  const fd = lib().open(cString(path), flags, 0);
+export function open(path: string, flags: number, op = "open", mode = 0): number {
+  const fd = lib().open(cString(path), flags, mode);
   if (fd < 0) throw fail(op, path);
   return fd;
+}
+
+/**
+ * Take an exclusive flock on `fd` without waiting; false when another open file holds it. The
+ * kernel lets go when the descriptor closes, even when the process dies.
+ */
+export function tryLockExclusive(fd: number, op = "flock"): boolean {
+  if (lib().flock(fd, LOCK_EX | LOCK_NB) === 0) return true;
+  if (errno() === ERRNO.EAGAIN) return false; // EWOULDBLOCK is EAGAIN on Linux
+  throw fail(op, `fd ${fd}`);
 }
 
 export function close(fd: number, op = "close"): void {

@@ -110,8 +110,12 @@ export type GrantStatus = (typeof GNTST)[keyof typeof GNTST];
 export interface GrantTable {
   /** Grant `count` zeroed pages of this domain to `peer`. */
   share(peer: DomId, count: number, writable: boolean): SharedPages;
-  /** End foreign access and free the pages; EBUSY while the peer still maps one of them. */
-  unshare(pages: SharedPages): void;
+  /**
+   * End foreign access and free the pages. While the peer still maps one of them: EBUSY, or
+   * with `defer`, that page is freed by the hypervisor once the peer lets go (never reused
+   * before), as Linux's gnttab_end_foreign_access does. Real Xen always defers.
+   */
+  unshare(pages: SharedPages, opts?: { defer?: boolean }): void;
   /** Map grants that domain `owner` gave this domain. */
   map(owner: DomId, refs: readonly GrantRef[], writable: true): MappedPages<Uint8Array>;
   map(owner: DomId, refs: readonly GrantRef[], writable: false): MappedPages<ReadonlyPage>;
@@ -195,6 +199,11 @@ export interface XsWatch {
   unwatch(): void;
 }
 
+/** A device end held by its user until released (see Platform.claimDevice). */
+export interface DeviceClaim {
+  release(): void;
+}
+
 /** One domain's view of a hypervisor. */
 export interface Platform {
   readonly kind: "sim" | "xen";
@@ -205,6 +214,12 @@ export interface Platform {
   /** Rewrap a handle another thread opened, from its descriptor. */
   openEventChannels(descriptor: unknown): EventChannels;
   readonly xenstore: XenStore;
+  /**
+   * Claim the device end whose xenstore directory is `dir`, so two users on this machine never
+   * drive one end at once; null when it is claimed already. A claim dies with its holder:
+   * released, or (real Xen) the process gone.
+   */
+  claimDevice(dir: string): DeviceClaim | null;
   /** Postable description: `openPlatform(descriptor)` in a worker gives the same domain's view. */
   readonly descriptor: PlatformDescriptor;
   close(): void;

@@ -150,6 +150,30 @@ export class GrantTables {
   }
 
   /**
+   * End access to `refs` of `owner` now where nobody uses them (their pages are returned, for
+   * the caller to free), and where a grant is still mapped or being copied, once its last user
+   * lets go (it is orphaned: no new users, and release() frees its page).
+   */
+  endAccessDeferred(owner: DomId, refs: readonly GrantRef[]): number[] {
+    const free: number[] = [];
+    for (const r of refs) {
+      const b = this.base(owner, r);
+      for (;;) {
+        const w = Atomics.load(this.e, b + F_WORD);
+        if ((w & STATE_MASK) !== ACTIVE) throw new PlatformError("ENOENT", "gnttab.unshare", `grant ${r} of domain ${owner} is not active`);
+        if (w === ACTIVE) {
+          if (Atomics.compareExchange(this.e, b + F_WORD, ACTIVE, ENDING) !== ACTIVE) continue;
+          free.push(Atomics.load(this.e, b + F_PAGE));
+          Atomics.store(this.e, b + F_WORD, FREE);
+          break;
+        }
+        if (Atomics.compareExchange(this.e, b + F_WORD, w, (w & ~STATE_MASK) | ORPHANED) === w) break;
+      }
+    }
+    return free;
+  }
+
+  /**
    * Take one user of `owner`'s grant `ref` on behalf of `peer`. Returns the page, or a GNTST
    * status saying why not (a negative number).
    *
@@ -296,8 +320,8 @@ export class SimGrantTable implements GrantTable {
     };
   }
 
-  unshare(shared: SharedPages): void {
-    const pages = this.t.endAccess(this.domid, shared.refs);
+  unshare(shared: SharedPages, opts: { defer?: boolean } = {}): void {
+    const pages = opts.defer === true ? this.t.endAccessDeferred(this.domid, shared.refs) : this.t.endAccess(this.domid, shared.refs);
     for (const p of pages) this.t.pool.free(p);
   }
 

@@ -4,7 +4,7 @@
  * the same hypervisor, so the domains of a test, a benchmark or a laptop run (and their
  * workers) all live in one process and still cannot reach what they were not granted.
  */
-import { PlatformError, type DomId } from "../types.ts";
+import { PlatformError, type DeviceClaim, type DomId } from "../types.ts";
 import { createEventChannelState, EventChannelTable, type EventChannelState, type PortLeak } from "./event-channels.ts";
 import { createGrantTableState, GrantTables, type GrantLeak, type GrantTableState } from "./grant-table.ts";
 import { createPagePoolState, PagePool, type PagePoolState } from "./page-pool.ts";
@@ -48,6 +48,8 @@ export class SimHypervisor {
   readonly evtchn: EventChannelTable;
   readonly xenstore: SharedXenStore;
   private readonly domains: Int32Array;
+  /** Device directories claimed by a Netfront or Netback (this thread's view of the machine). */
+  private readonly claims = new Set<string>();
 
   private constructor(readonly state: SimHypervisorState) {
     this.domains = new Int32Array(state.domains);
@@ -117,6 +119,19 @@ export class SimHypervisor {
       if (this.pool.owner(page) === domid && !held.has(page)) this.pool.free(page);
     }
     this.xenstore.releaseDomain(domid);
+  }
+
+  /** Claim a device directory (Platform.claimDevice); null when it is claimed already. */
+  claimDevice(dir: string): DeviceClaim | null {
+    if (this.claims.has(dir)) return null;
+    this.claims.add(dir);
+    let held = true;
+    return {
+      release: () => {
+        if (held) this.claims.delete(dir);
+        held = false;
+      },
+    };
   }
 
   exists(domid: DomId): boolean {

@@ -1,5 +1,5 @@
 /** One domain's view of the simulated hypervisor: the Platform interface, sim flavour. */
-import { PlatformError, type DomId, type EventChannels, type Platform, type PlatformDescriptor } from "../types.ts";
+import { PlatformError, type DeviceClaim, type DomId, type EventChannels, type Platform, type PlatformDescriptor } from "../types.ts";
 import { SimEventChannels, type SimEventChannelsDescriptor } from "./event-channels.ts";
 import { SimGrantTable } from "./grant-table.ts";
 import type { SimHypervisor } from "./hypervisor.ts";
@@ -22,6 +22,10 @@ export class SimPlatform implements Platform {
   get xenstore(): SimXenStore {
     this.store ??= new SimXenStore(this.hv.xenstore, this.domid);
     return this.store;
+  }
+
+  claimDevice(dir: string): DeviceClaim | null {
+    return this.hv.claimDevice(dir);
   }
 
   get descriptor(): PlatformDescriptor {

@@ -10,7 +10,8 @@
  * A worker's view opens its own gntalloc/gntdev descriptors and xenstore connection (lazily);
  * event-channel handles cross as descriptors (fd numbers, valid in every thread).
  */
-import { PlatformError, type DomId, type EventChannels, type Platform, type PlatformDescriptor } from "../types.ts";
+import { PlatformError, type DeviceClaim, type DomId, type EventChannels, type Platform, type PlatformDescriptor } from "../types.ts";
+import { claimXenDevice } from "./device-lock.ts";
 import { EVTCHN_DEVICE, XenEventChannels } from "./event-channels.ts";
 import { GNTALLOC_DEVICE, GNTDEV_DEVICE, XenGrantTable } from "./grant-table.ts";
 import { XenStoreClient, type XenStoreClientOptions } from "./xenstore-client.ts";
@@ -64,6 +65,10 @@ export class XenPlatform implements Platform {
 
   get descriptor(): PlatformDescriptor {
     return { kind: "xen", domid: this.domid, params: this.params };
+  }
+
+  claimDevice(dir: string): DeviceClaim | null {
+    return claimXenDevice(dir);
   }
 
   openEventChannels(descriptor?: unknown): EventChannels {
