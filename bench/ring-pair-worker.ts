@@ -76,6 +76,11 @@ function source(inner: RingRole, q: FrameQueue, size: number, w: Int32Array): Ri
     },
     prepareSleep: () => inner.prepareSleep() || (sent < Atomics.load(w, PAIR.target) && q.hasRoom(size)),
     woke: () => inner.woke(),
+    drain: () => inner.drain(),
+    get blocked() {
+      return inner.blocked;
+    },
+    finish: () => inner.finish(),
   };
 }
 
@@ -104,5 +109,10 @@ function sink(inner: RingRole, q: FrameQueue, size: number, w: Int32Array): Ring
     },
     prepareSleep: () => inner.prepareSleep() || !q.isEmpty(),
     woke: () => inner.woke(),
+    drain: () => inner.drain(),
+    get blocked() {
+      return inner.blocked;
+    },
+    finish: () => inner.finish(),
   };
 }

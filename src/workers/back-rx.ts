@@ -32,6 +32,8 @@ export class BackRx implements RingRole {
   private readonly segsFor: CopySegment[][];
   /** Buffers the queued frame needs, when the guest has posted fewer; else 0. */
   private needSlots = 0;
+  /** Frames answered on the ring since the last push: settled once the push is done. */
+  private unpushed = 0;
 
   constructor(
     init: RingWorkerInit,
@@ -97,6 +99,7 @@ export class BackRx implements RingRole {
         this.ctl.add(Counter.bytes, len);
       }
       q.release(off);
+      this.unpushed++;
       if (++packets % PUBLISH_EVERY === 0) this.publish();
     }
     if (packets > 0) this.publish();
@@ -105,7 +108,23 @@ export class BackRx implements RingRole {
 
   private publish(): void {
     if (this.ring.pushResponses()) this.kick.notify();
+    // Settled only now that the front end can see them: a flush that ends here is followed
+    // by our Closing, and the front end reads its ring once it sees that.
+    this.ctl.settle(this.unpushed);
+    this.unpushed = 0;
     if (this.q.producerShouldWake()) this.q.wake(FrameQueue.CONS);
+  }
+
+  /** Nothing to take in from the front end: its posted buffers are not frames. */
+  drain(): boolean {
+    return false;
+  }
+
+  /** Frames still queued stay queued: the next session, or the device's close, accounts for them. */
+  finish(): void {}
+
+  get blocked(): boolean {
+    return false;
   }
 
   prepareSleep(): boolean {

@@ -106,6 +106,17 @@ export class BackTx implements RingRole {
     return packets > 0;
   }
 
+  /** The session is ending: take in every request already on the ring (as poll does). */
+  drain(): boolean {
+    return this.poll();
+  }
+
+  finish(): void {}
+
+  get blocked(): boolean {
+    return this.full.blocked;
+  }
+
   private publish(): void {
     if (this.ring.pushResponses()) this.kick.notify();
     if (this.q.consumerWaiting()) this.q.wake(FrameQueue.PROD);

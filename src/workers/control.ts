@@ -1,6 +1,7 @@
 /**
  * The control block a ring worker shares with the main thread: run state, the stop request,
- * the "peer is connected, you may transmit" gate, the first fatal error, and the counters.
+ * the "peer is connected, you may transmit" gate, the first fatal error, the count of frames
+ * settled, and the counters.
  * Counters have one writer (the worker), so plain Float64 stores suffice; the main thread
  * reads them whenever it likes (a 64-bit aligned store does not tear on the platforms Bun runs on).
  */
@@ -9,7 +10,7 @@ const W_STATE = 0;
 const W_STOP = 1;
 const W_PEER_CONNECTED = 2;
 const W_ERROR_LEN = 3;
-const W_BACKLOG = 4;
+const W_SETTLED = 4;
 const WORDS = 8;
 const ERROR_BYTES = 1024;
 
@@ -21,6 +22,19 @@ export const WorkerState = {
   failed: 3,
 } as const;
 export type WorkerState = (typeof WorkerState)[keyof typeof WorkerState];
+
+/** How a worker is asked to stop. */
+export const StopMode = {
+  none: 0,
+  /** Stop at once: what is on the ring stays there. */
+  now: 1,
+  /**
+   * Take in what the peer has already put on the ring (responses, requests), send nothing
+   * new, then stop: the last frames of a session are read, not left behind.
+   */
+  drain: 2,
+} as const;
+export type StopMode = (typeof StopMode)[keyof typeof StopMode];
 
 /** Counter slots; each role uses the ones that apply to it. */
 export const Counter = {
@@ -36,6 +50,8 @@ export const Counter = {
   sleeps: 5,
   /** Frames whose extra-info slots we parsed. */
   extras: 6,
+  /** Frames that never reached the peer: in flight when the session ended (also in drops). */
+  lost: 7,
 } as const;
 const COUNTERS = 8;
 
@@ -72,20 +88,28 @@ export class Control {
     Atomics.notify(this.words, W_STATE);
   }
 
-  /** Ready for a new worker on the same counters: not stopping, not failed, peer not yet connected. */
+  /**
+   * Ready for a new worker on the same counters: not stopping, not failed, peer not yet
+   * connected. The settled count goes on: it is compared with what the main thread queued
+   * over the device's whole life.
+   */
   resetRun(): void {
     Atomics.store(this.words, W_STATE, WorkerState.starting);
-    Atomics.store(this.words, W_STOP, 0);
+    Atomics.store(this.words, W_STOP, StopMode.none);
     Atomics.store(this.words, W_PEER_CONNECTED, 0);
     Atomics.store(this.words, W_ERROR_LEN, 0);
-    Atomics.store(this.words, W_BACKLOG, 0);
   }
 
-  requestStop(): void {
-    Atomics.store(this.words, W_STOP, 1);
+  /** Ask the worker to stop; a later `now` overrides an earlier `drain`, never the reverse. */
+  requestStop(mode: StopMode = StopMode.now): void {
+    Atomics.compareExchange(this.words, W_STOP, StopMode.none, mode);
+    if (mode === StopMode.now) Atomics.store(this.words, W_STOP, StopMode.now);
+  }
+  get stopMode(): StopMode {
+    return Atomics.load(this.words, W_STOP) as StopMode;
   }
   get stopRequested(): boolean {
-    return Atomics.load(this.words, W_STOP) === 1;
+    return Atomics.load(this.words, W_STOP) !== StopMode.none;
   }
 
   setPeerConnected(on: boolean): void {
@@ -107,12 +131,16 @@ export class Control {
     return n === 0 ? null : new TextDecoder().decode(this.error.slice(0, n));
   }
 
-  /** Work the worker holds that the peer has not finished (front TX: requests in flight). */
-  setBacklog(n: number): void {
-    Atomics.store(this.words, W_BACKLOG, n);
+  /**
+   * Frames of the sending direction whose fate is final, counted mod 2^32: answered by the
+   * peer (front TX), put on the peer's ring and pushed (back RX), or given up as lost. A flush
+   * is over when this reaches the number of frames the main thread queued.
+   */
+  settle(n: number): void {
+    Atomics.add(this.words, W_SETTLED, n);
   }
-  get backlog(): number {
-    return Atomics.load(this.words, W_BACKLOG);
+  get settled(): number {
+    return Atomics.load(this.words, W_SETTLED) >>> 0;
   }
 
   add(counter: number, n: number): void {

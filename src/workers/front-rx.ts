@@ -130,6 +130,17 @@ export class FrontRx implements RingRole {
     return packets > 0;
   }
 
+  /** The session is ending: take in every response already on the ring (as poll does). */
+  drain(): boolean {
+    return this.poll();
+  }
+
+  finish(): void {}
+
+  get blocked(): boolean {
+    return this.full.blocked;
+  }
+
   /** Repost the consumed buffers to the back end, and wake the main thread if it waits. */
   private publish(): void {
     if (this.ring.pushRequests()) this.kick.notify();

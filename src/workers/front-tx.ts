@@ -56,16 +56,33 @@ export class FrontTx implements RingRole {
   }
 
   poll(): boolean {
-    let moved = this.collectResponses();
-    if (this.ctl.peerConnected) moved = this.sendQueued() || moved;
-    if (moved) this.ctl.setBacklog(this.pages.length - this.free.length);
-    return moved;
+    const moved = this.collectResponses();
+    return (this.ctl.peerConnected && this.sendQueued()) || moved;
+  }
+
+  /** The session is ending: collect the answers already on the ring, send nothing new. */
+  drain(): boolean {
+    return this.collectResponses();
+  }
+
+  /**
+   * The session is over: packets still in flight will never be answered. They are lost (the
+   * peer may or may not have taken them): counted, and settled so a flush does not wait on them.
+   */
+  finish(): void {
+    let heads = 0;
+    for (let i = 0; i < this.inFlight.length; i++) if (this.inFlight[i] === 2) heads++;
+    if (heads === 0) return;
+    this.ctl.add(Counter.lost, heads);
+    this.ctl.add(Counter.drops, heads);
+    this.ctl.settle(heads);
   }
 
   private collectResponses(): boolean {
     const r = this.ring;
     let n = r.unconsumedResponses();
     if (n === 0) return false;
+    let settled = 0;
     while (n-- > 0) {
       decodeTxResponse(r.view, r.slotOffset(r.rspCons), this.rsp);
       r.rspCons = (r.rspCons + 1) >>> 0;
@@ -79,6 +96,8 @@ export class FrontTx implements RingRole {
       const head = this.inFlight[id] === 2;
       this.inFlight[id] = 0;
       this.free.push(id);
+      // The back end answers every slot of a packet at once: its first page settles it.
+      if (head) settled++;
       const bad = checkTxStatus(status);
       if (bad !== null) {
         this.ctl.add(Counter.errors, 1);
@@ -88,6 +107,7 @@ export class FrontTx implements RingRole {
         this.ctl.add(Counter.drops, 1);
       }
     }
+    if (settled > 0) this.ctl.settle(settled);
     return true;
   }
 
@@ -137,6 +157,10 @@ export class FrontTx implements RingRole {
   private publish(): void {
     if (this.ring.pushRequests()) this.kick.notify();
     if (this.q.producerShouldWake()) this.q.wake(FrameQueue.CONS);
+  }
+
+  get blocked(): boolean {
+    return false;
   }
 
   prepareSleep(): boolean {

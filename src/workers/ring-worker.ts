@@ -8,7 +8,7 @@
 import { openPlatform } from "../platform/open.ts";
 import { ProtocolError } from "../protocol/errors.ts";
 import { PeerBroken } from "./back-tx.ts";
-import { Control, WorkerState } from "./control.ts";
+import { Control, Counter, WorkerState } from "./control.ts";
 import { FrameQueue } from "./frame-queue.ts";
 import { PeerNotifier, type RingWorkerInit } from "./role.ts";
 import { makeRole, runRole } from "./role-loop.ts";
@@ -32,7 +32,10 @@ self.onmessage = (e: MessageEvent<RingWorkerInit>) => {
   try {
     run(init, ctl);
   } catch (err) {
-    failure = err instanceof PeerBroken || err instanceof ProtocolError ? err.message : `worker ${init.role} crashed: ${String((err as Error)?.stack ?? err)}`;
+    const broken = err instanceof PeerBroken || err instanceof ProtocolError;
+    // A fatal peer error is a peer error too: counted, as the ones that only drop a packet.
+    if (broken) ctl.add(Counter.errors, 1);
+    failure = broken ? err.message : `worker ${init.role} crashed: ${String((err as Error)?.stack ?? err)}`;
     ctl.fail(failure);
   }
   ctl.setState(failure === null ? WorkerState.stopped : WorkerState.failed);

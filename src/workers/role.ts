@@ -32,6 +32,15 @@ export interface RingRole {
   /** Do the work available now; true if anything moved. */
   poll(): boolean;
   /**
+   * The session is ending (StopMode.drain): take in what the peer already put on the ring,
+   * send it nothing new; true if anything moved.
+   */
+  drain(): boolean;
+  /** Waiting for room in the main thread's queue (a drain then waits too, for the main thread). */
+  readonly blocked: boolean;
+  /** The role stops for good: account for work the peer will never finish. */
+  finish(): void;
+  /**
    * About to sleep: arm the ring's event index and the queue's waiting flag, then look once
    * more. True when work arrived meanwhile (do not sleep).
    */
