@@ -78,7 +78,7 @@ test(
     expect(down.bytes).toBe(sentDown.bytes);
     expect(up.multiPage / FRAMES).toBeGreaterThanOrEqual(0.09);
     expect(down.multiPage / FRAMES).toBeGreaterThanOrEqual(0.09);
-    const zero = { txDrops: 0, rxDrops: 0, txErrors: 0, rxErrors: 0 };
+    const zero = { txDrops: 0, rxDrops: 0, txErrors: 0, rxErrors: 0, txLost: 0, rxLost: 0, listenerErrors: 0 };
     // Sleeps depend on timing; the rest is exact.
     const { txSleeps: _ft, rxSleeps: _fr, ...fs } = front.stats();
     const { txSleeps: _bt, rxSleeps: _br, ...bs } = back.stats();

@@ -282,6 +282,7 @@ describe("handshake", () => {
       frontendId: 1,
       frontendPath: env.frontPath,
       mac: Uint8Array.from([0x00, 0x16, 0x3e, 0x12, 0x34, 0x56]),
+      mtu: 1500,
       txRingRef: f.shared.refs[0] as number,
       rxRingRef: f.shared.refs[1] as number,
       eventChannel: { tx: f.port, rx: f.port, split: false },

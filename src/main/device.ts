@@ -11,6 +11,7 @@ import { NetError } from "./errors.ts";
 import { FrameReader } from "./frame-reader.ts";
 import { FrameWriter } from "./frame-writer.ts";
 import type { RingWorkerHandle } from "./ring-worker-handle.ts";
+import { describeThrown } from "./thrown.ts";
 
 /** Checksum state of a frame, as the netif flags carry it. */
 export interface FrameInfo {
@@ -33,11 +34,21 @@ export interface NetStats {
   rxErrors: number;
   txPackets: number;
   txBytes: number;
+  /** Frames sent that did not arrive: refused by the peer, or lost (txLost). */
   txDrops: number;
   txErrors: number;
   /** Times the sending / receiving worker ran out of work and blocked (see spinMicros). */
   txSleeps: number;
   rxSleeps: number;
+  /**
+   * Frames whose write resolved but which never reached the peer: in flight when a session
+   * ended, or still queued when the device closed. Included in txDrops.
+   */
+  txLost: number;
+  /** Frames received that nobody read before the device closed. Included in rxDrops. */
+  rxLost: number;
+  /** Exceptions thrown by listeners (each frame still counts as delivered). */
+  listenerErrors: number;
 }
 
 /** How a direction's wire flags encode FrameInfo (TX and RX use different bits). */
@@ -67,6 +78,12 @@ export abstract class NetDevice {
   private baseline: NetStats = zeroStats();
   /** Set once the device can no longer send or receive. */
   protected closedError: NetError | null = null;
+  /** Counted here, not by a worker: frames lost at close, listener exceptions. */
+  private txLostAtClose = 0;
+  private rxLostAtClose = 0;
+  private listenerErrorCount = 0;
+  /** The device is closing for good: deliver what is queued to whoever listens, count the rest. */
+  private receiveForClose = false;
 
   constructor(
     /** The worker that owns the ring we send on (replaced when the device reconnects). */
@@ -75,18 +92,19 @@ export abstract class NetDevice {
     protected receiver: RingWorkerHandle,
     private readonly sendFlags: FlagCodec,
     private readonly recvFlags: FlagCodec,
-    /** Largest frame, Ethernet header included. */
-    readonly maxFrameSize: number,
     protected readonly log: Logger,
   ) {
     this.writer = new FrameWriter(sender.queue, {
       minFrame: ETH_HLEN,
-      maxFrame: maxFrameSize,
+      maxFrame: () => this.maxFrameSize,
       wake: () => this.sender.kick(),
       closed: () => this.closedError,
     });
     this.reader = new FrameReader(receiver.queue, (frame, meta) => this.deliver(frame, meta), () => this.receiver.kick());
   }
+
+  /** Largest frame we may send now, Ethernet header included (it follows the current session). */
+  abstract get maxFrameSize(): number;
 
   /** Send one frame (copied before the promise settles; the buffer may be reused at once). */
   write(frame: Uint8Array, opts?: WriteOptions): Promise<void> {
@@ -179,23 +197,31 @@ export abstract class NetDevice {
 
   /** With nobody listening, frames stay queued (and the peer waits) instead of being dropped. */
   private pauseIfUnheard(): void {
-    if (this.listeners.size === 0 && this.iterators.size === 0) this.reader.pause();
+    if (this.listeners.size === 0 && this.iterators.size === 0 && !this.receiveForClose) this.reader.pause();
   }
 
   /**
-   * Log a listener's exception: the first at once, then at most one line a second saying how
-   * many were not logged. A listener that throws on every frame (one that writes after a
-   * disconnect, say) must not turn into a log line per frame.
+   * Report a listener's exception: counted always; logged the first time at once, then at
+   * most one line a second saying how many were not logged. A listener that throws on every
+   * frame (one that writes after a disconnect, say) must not turn into a log line per frame.
+   * Whatever was thrown is described without running its code, and a logger that throws is
+   * ignored: receiving must go on.
    */
   private listenerThrew(e: unknown): void {
+    this.listenerErrorCount++;
     const now = performance.now();
     if (now - this.listenerErrorLoggedAt < 1000) {
       this.listenerErrorsUnlogged++;
       return;
     }
-    this.log.error({ err: e, notLogged: this.listenerErrorsUnlogged }, "a frame listener threw; the frame still counts as delivered");
     this.listenerErrorLoggedAt = now;
+    const notLogged = this.listenerErrorsUnlogged;
     this.listenerErrorsUnlogged = 0;
+    try {
+      this.log.error({ thrown: describeThrown(e), notLogged }, "a frame listener threw; the frame still counts as delivered");
+    } catch {
+      // The logger itself failed: the count above still says it happened.
+    }
   }
   private listenerErrorLoggedAt = -Infinity;
   /** Listener exceptions since the last one logged. */
@@ -212,11 +238,15 @@ export abstract class NetDevice {
         this.listenerThrew(e);
       }
     }
-    if (this.iterators.size === 0) return;
+    if (this.iterators.size === 0) {
+      // Closing with nobody to hand it to: the frame is lost, and counted.
+      if (listeners.length === 0 && this.receiveForClose) this.rxLostAtClose++;
+      return;
+    }
     let full = false;
     for (const it of this.iterators) full = it.push(frame.slice()) || full;
     // Without a listener, an iterator that is behind holds receiving back, rather than buffering without bound.
-    if (full && this.listeners.size === 0) this.reader.pause();
+    if (full && this.listeners.size === 0 && !this.receiveForClose) this.reader.pause();
   }
 
   stats(): NetStats {
@@ -233,6 +263,9 @@ export abstract class NetDevice {
       txErrors: now.txErrors - b.txErrors,
       txSleeps: now.txSleeps - b.txSleeps,
       rxSleeps: now.rxSleeps - b.rxSleeps,
+      txLost: now.txLost - b.txLost,
+      rxLost: now.rxLost - b.rxLost,
+      listenerErrors: now.listenerErrors - b.listenerErrors,
     };
   }
 
@@ -247,14 +280,17 @@ export abstract class NetDevice {
     return {
       rxPackets: r.get(Counter.packets),
       rxBytes: r.get(Counter.bytes),
-      rxDrops: r.get(Counter.drops),
+      rxDrops: r.get(Counter.drops) + this.rxLostAtClose,
       rxErrors: r.get(Counter.errors),
       txPackets: s.get(Counter.packets),
       txBytes: s.get(Counter.bytes),
-      txDrops: s.get(Counter.drops),
+      txDrops: s.get(Counter.drops) + this.txLostAtClose,
       txErrors: s.get(Counter.errors),
       txSleeps: s.get(Counter.sleeps),
       rxSleeps: r.get(Counter.sleeps),
+      txLost: s.get(Counter.lost) + this.txLostAtClose,
+      rxLost: this.rxLostAtClose,
+      listenerErrors: this.listenerErrorCount,
     };
   }
 
@@ -263,22 +299,31 @@ export abstract class NetDevice {
     return this.closedError === null;
   }
 
-  /** Wait until queued frames have left: the send queue is empty and the peer answered them all. */
-  protected async flush(timeoutMs: number): Promise<boolean> {
-    const deadline = performance.now() + timeoutMs;
+  /** Frames written whose fate is not yet final (queued, or in flight to the peer). */
+  protected unsettled(): number {
+    return (this.writer.committed - this.sender.control.settled) >>> 0;
+  }
+
+  /**
+   * Wait until every frame written has settled (the peer answered it, or it was given up),
+   * for at most `ms`; returns how many had not. It stops early when the worker fails or the
+   * peer is no longer connected: nothing more would leave then.
+   */
+  protected async flush(ms: number): Promise<number> {
+    const deadline = performance.now() + ms;
     const s = this.sender;
-    while (performance.now() < deadline) {
-      if (s.queue.isEmpty() && s.control.backlog === 0) return true;
-      if (s.control.failure !== null) return false;
+    for (;;) {
+      const left = this.unsettled();
+      if (left === 0 || s.control.failure !== null || !s.control.peerConnected || performance.now() >= deadline) return left;
       s.kick();
       await Bun.sleep(1);
     }
-    return false;
   }
 
-  /** Stop both workers; the queues keep what they hold (for the next workers, after a reconnect). */
-  protected async stopWorkers(): Promise<void> {
-    const failures = await Promise.all([this.sender.stop(), this.receiver.stop()]);
+  /** Stop both workers, taking in what the peer left on the rings first; the queues keep what they hold. */
+  protected async stopWorkers(timeoutMs: number): Promise<void> {
+    const opts = { drainMs: Math.min(timeoutMs, DRAIN_MS), timeoutMs };
+    const failures = await Promise.all([this.sender.stop(opts), this.receiver.stop(opts)]);
     for (const f of failures) if (f !== null) this.log.warn({ failure: f }, "ring worker stopped with an error");
   }
 
@@ -288,19 +333,49 @@ export abstract class NetDevice {
     this.receiver = receiver;
   }
 
-  /** Stop both workers and the reader; receive iterators end. Idempotent. */
-  protected async stopDataPath(reason: NetError): Promise<void> {
+  /**
+   * The device is closing for good: from now on, received frames go to whoever listens and
+   * are counted as lost when nobody does, so a worker taking the last frames off the ring is
+   * never held back by a full queue.
+   */
+  protected startClosingReceive(): void {
+    this.receiveForClose = true;
+    this.reader.start();
+  }
+
+  /**
+   * Stop the reader after the workers stopped: deliver what was received before the stop,
+   * end the iterators, count and report what nobody read and what was written but never
+   * settled (`lostInFlight`: the last session's frames in flight, already counted). Idempotent.
+   */
+  protected async stopDataPath(reason: NetError, lostInFlight = 0): Promise<void> {
     this.closedError ??= reason;
-    await this.stopWorkers();
-    // Deliver what was received before the stop, then end.
+    this.receiveForClose = true;
     this.reader.drainAll();
     await this.reader.stop();
     for (const it of this.iterators) it.end();
+    const unsent = this.unsettled();
+    if (unsent > 0) {
+      this.txLostAtClose += unsent;
+      this.writer.committed = this.sender.control.settled;
+    }
+    if (unsent + lostInFlight > 0) {
+      this.log.warn({ frames: unsent + lostInFlight, queued: unsent, inFlight: lostInFlight }, "frames written were not delivered: the peer did not take them before the device closed");
+    }
+    const unread = this.rxLostAtClose - this.rxLostReported;
+    if (unread > 0) {
+      this.rxLostReported = this.rxLostAtClose;
+      this.log.warn({ frames: unread }, "frames received were dropped at close: nobody read them");
+    }
   }
+  private rxLostReported = 0;
 }
 
+/** How long a stopping worker may take to read what the peer left on its ring. */
+const DRAIN_MS = 250;
+
 function zeroStats(): NetStats {
-  return { rxPackets: 0, rxBytes: 0, rxDrops: 0, rxErrors: 0, txPackets: 0, txBytes: 0, txDrops: 0, txErrors: 0, txSleeps: 0, rxSleeps: 0 };
+  return { rxPackets: 0, rxBytes: 0, rxDrops: 0, rxErrors: 0, txPackets: 0, txBytes: 0, txDrops: 0, txErrors: 0, txSleeps: 0, rxSleeps: 0, txLost: 0, rxLost: 0, listenerErrors: 0 };
 }
 
 /** An async iterator's own buffer of received frames. */

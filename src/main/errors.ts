@@ -6,7 +6,8 @@ export type NetErrorCode =
   | "BAD_ARGUMENT"
   | "DISCONNECTED" // the device was disconnected, or its peer broke and it shut down
   | "TIMEOUT"
-  | "UNSUPPORTED"; // the peer lacks something this version needs
+  | "UNSUPPORTED" // the peer lacks something this version needs
+  | "IN_USE"; // the device is claimed by another Netfront or Netback on this machine
 
 export class NetError extends Error {
   override readonly name = "NetError";

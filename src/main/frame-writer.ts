@@ -9,7 +9,8 @@ import { FrameQueue } from "../workers/frame-queue.ts";
 
 export interface FrameWriterOptions {
   minFrame: number;
-  maxFrame: number;
+  /** The largest frame now (it may change with the session: a peer without scatter-gather). */
+  maxFrame: () => number;
   /** Wake the consumer (the worker) when it sleeps. */
   wake: () => void;
   /** Non-null once the device can no longer send; writes then fail with it. */
@@ -19,6 +20,8 @@ export interface FrameWriterOptions {
 export class FrameWriter {
   /** The last write that had to wait; later writes wait behind it. */
   private tail: Promise<void> | null = null;
+  /** Frames committed to the queue over the writer's life, mod 2^32 (as Control.settled). */
+  committed = 0;
 
   constructor(
     private readonly q: FrameQueue,
@@ -27,12 +30,14 @@ export class FrameWriter {
 
   /** Bytes a frame may have, checked before anything is queued. */
   check(len: number): void {
-    if (!Number.isInteger(len) || len < this.opts.minFrame) {
+    const max = this.opts.maxFrame();
+    if (typeof len !== "number" || Number.isNaN(len) || (Number.isFinite(len) && !Number.isInteger(len))) {
+      throw new NetError("BAD_ARGUMENT", `a frame length must be a whole number of bytes, got ${describeLength(len)}`);
+    }
+    if (len < this.opts.minFrame) {
       throw new NetError("FRAME_TOO_SHORT", `a frame needs at least ${this.opts.minFrame} bytes (an Ethernet header), got ${len}`);
     }
-    if (len > this.opts.maxFrame) {
-      throw new NetError("FRAME_TOO_LONG", `a frame may have at most ${this.opts.maxFrame} bytes, got ${len}`);
-    }
+    if (len > max) throw new NetError("FRAME_TOO_LONG", `a frame may have at most ${max} bytes, got ${len}`);
   }
 
   /**
@@ -50,7 +55,11 @@ export class FrameWriter {
     }
     // It has to wait: take the bytes now, so the caller may reuse its buffer at once.
     const copy = new Uint8Array(len);
-    fill(copy, 0);
+    try {
+      fill(copy, 0);
+    } catch (e) {
+      return Promise.reject(e);
+    }
     const later = (dst: Uint8Array, off: number) => dst.set(copy, off);
     const run = (this.tail ?? Promise.resolve()).then(() => this.waitAndWrite(len, meta, later));
     const tail = run.catch(() => {});
@@ -97,8 +106,10 @@ export class FrameWriter {
     const q = this.q;
     const off = q.reserve(len);
     if (off < 0) return false;
+    // A fill that throws leaves the record uncommitted: nothing is sent.
     fill(q.data, off);
     q.commit(off, len, meta);
+    this.committed = (this.committed + 1) >>> 0;
     if (q.consumerWaiting()) this.opts.wake();
     return true;
   }
@@ -119,4 +130,8 @@ export class FrameWriter {
       if (w.async) await w.value;
     }
   }
+}
+
+function describeLength(v: unknown): string {
+  return typeof v === "string" ? JSON.stringify(v) : typeof v === "number" || typeof v === "bigint" || typeof v === "boolean" || v == null ? String(v) : typeof v;
 }

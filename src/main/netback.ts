@@ -10,19 +10,20 @@
  * and serves the next front end (a rebooted guest), frames written meanwhile waiting for it.
  */
 import type { Logger } from "pino";
-import { ETH_HLEN, MAX_PACKET_SIZE } from "../protocol/netif.ts";
-import { backendDir, FRONT_KEYS, XenbusState } from "../protocol/xenbus.ts";
-import type { EventChannels, MappedPages, Platform } from "../platform/types.ts";
+import { ETH_DATA_LEN, ETH_HLEN, MAX_PACKET_SIZE } from "../protocol/netif.ts";
+import { BACK_KEYS, backendDir, formatMac, FRONT_KEYS, XenbusState } from "../protocol/xenbus.ts";
+import type { DeviceClaim, EventChannels, MappedPages, Platform } from "../platform/types.ts";
 import type { RoleName } from "../workers/role.ts";
 import { Cleanup } from "./cleanup.ts";
 import { NetError } from "./errors.ts";
 import { rxFlags, txFlags } from "./flags.ts";
 import { loggerFor } from "./logger.ts";
+import { checkBackOptions } from "./options.ts";
 import { defaultPlatform } from "./platform-default.ts";
 import { RingWorkerHandle } from "./ring-worker-handle.ts";
-import { createContext, SessionDevice, type DeviceContext, type Session } from "./session.ts";
+import { claimDevice, createContext, giveUp, nothingToTell, SessionDevice, type DeviceContext, type Session } from "./session.ts";
 import { advertiseBackend, awaitFrontend, resetBackendForReconnect, type BackendFeatures, type FrontendInfo } from "./xenbus/backend.ts";
-import { setState, waitForState } from "./xenbus/wait.ts";
+import { awaitPeerKeys, Deadline, setState, waitForState } from "./xenbus/wait.ts";
 export const NETBACK_MAC = Uint8Array.of(0xfe, 0xff, 0xff, 0xff, 0xff, 0xff);
 const FEATURES: BackendFeatures = { sg: true, gsoTcpv4: false, gsoTcpv6: false, splitEventChannels: true, maxQueues: 1 };
 
@@ -34,9 +35,12 @@ export interface NetbackOptions {
   /** The vif's device id (default 0). */
   devid?: number;
   logger?: Logger;
-  /** Bound on each handshake wait and on disconnect (ms, default 10 000). */
+  /** Bound on the handshake and on disconnect, each as a whole (ms, default 10 000). */
   timeoutMs?: number;
-  /** Bytes of each queue between the main thread and a worker (default 4 MiB). */
+  /**
+   * Bytes of each queue between the main thread and a worker (default 4 MiB), rounded up to a
+   * power of two and to at least 256 KiB, so a queue always holds the largest frame.
+   */
   queueBytes?: number;
   /**
    * How long a ring worker with nothing to do keeps polling before it sleeps, in µs (default 0:
@@ -45,8 +49,8 @@ export interface NetbackOptions {
    */
   spinMicros?: number;
   /**
-   * When the front end leaves, offer the vif again and serve the next one (default false: the
-   * device closes). Frames written meanwhile wait for the next front end.
+   * When the front end leaves or breaks a ring, offer the vif again and serve the next one
+   * (default false: the device closes). Frames written meanwhile wait for the next front end.
    */
   reconnect?: boolean;
 }
@@ -72,25 +76,28 @@ export class Netback extends SessionDevice<BackSession> {
     return this.session.info.frontendId;
   }
 
-  /** The MTU: frames the front end can take without scatter-gather are MTU + 14 bytes. */
-  get mtu(): number {
-    return this.maxFrameSize - ETH_HLEN;
-  }
-
   static async serve(opts: NetbackOptions): Promise<Netback> {
-    const platform = opts.platform ?? (await defaultPlatform(0));
-    const devid = opts.devid ?? 0;
-    const log = loggerFor(opts.logger, { end: "netback", domid: platform.domid, frontend: opts.frontendDomid, devid });
+    const o = checkBackOptions(opts);
+    const platform = o.platform ?? (await defaultPlatform(0));
+    const dir = backendDir(platform.domid, o.frontendDomid, o.devid);
+    const log = loggerFor(o.logger, { end: "netback", domid: platform.domid, frontendDomid: o.frontendDomid, devid: o.devid });
+    // A platform we open is ours to close, with the device (or now, if it never comes up).
+    const owned = o.platform === undefined;
+    let claim: DeviceClaim | null = null;
     let dev: Netback | null = null;
-    const ctx = createContext(platform, backendDir(platform.domid, opts.frontendDomid, devid), opts, log, (failure) => {
-      void dev?.shutdown(new NetError("DISCONNECTED", `ring worker stopped: ${failure}`), false);
-    });
-    await advertiseBackend(platform.xenstore, ctx.dir, FEATURES);
-    dev = new Netback(ctx, await openSession(ctx), opts.reconnect ?? false);
     try {
+      claim = claimDevice(platform, dir, "Netback");
+      const ctx = createContext(platform, dir, o, { claim, ownsPlatform: owned }, log, (failure) => dev?.workerStopped(failure));
+      // The toolstack may write the device late: wait for it (NO_DEVICE when it never comes).
+      await awaitPeerKeys(platform.xenstore, dir, BACK_KEYS.frontendId, BACK_KEYS.frontend, new Deadline({ timeoutMs: ctx.timeoutMs }));
+      await advertiseBackend(platform.xenstore, ctx.dir, FEATURES);
+      dev = new Netback(ctx, await openSession(ctx), o.reconnect);
       await dev.followPeer();
     } catch (e) {
-      await dev.shutdown(new NetError("DISCONNECTED", "serve failed"), false);
+      if (dev === null) {
+        claim?.release();
+        if (owned) platform.close();
+      } else await dev.shutdown(new NetError("DISCONNECTED", "serve failed"), false);
       throw e;
     }
     return dev;
@@ -114,61 +121,60 @@ export class Netback extends SessionDevice<BackSession> {
     return again;
   }
 
-  /** Stop serving: let go of the front end's pages and ports, go Closing, then Closed. */
+  /**
+   * Stop serving: deliver what was written (each frame reaches the front end's ring, or is
+   * counted as txLost), take in what the front end already sent, let go of its pages and
+   * ports, go Closing, then Closed. All within timeoutMs.
+   */
   disconnect(): Promise<void> {
-    return this.shutdown(new NetError("DISCONNECTED", "the device was disconnected"), false);
-  }
-
-  protected async close(reason: NetError): Promise<void> {
-    await this.reconnecting;
-    this.closedError ??= reason;
-    await this.closeSession();
-    await setState(this.ctx.platform.xenstore, this.ctx.dir, XenbusState.Closed).catch((e) => this.log.warn({ err: e }, "cannot write Closed"));
-    await this.stopDataPath(reason);
-    this.log.info("disconnected");
+    return this.shutdown(new NetError("DISCONNECTED", "the device was disconnected"), true);
   }
 
   /**
-   * End the session: stop the workers and release the front end's pages and ports first (it
-   * frees them once it sees us Closing), go Closing, wait for its Closed. Idempotent.
+   * End the session within `d`: stop the workers (the TX worker takes in the requests the
+   * front end left on the ring) and release the front end's pages and ports first (it frees
+   * them once it sees us Closing), go Closing, wait for its Closed, go Closed. Idempotent.
    */
-  protected async closeSession(): Promise<void> {
+  protected async closeSession(d: Deadline): Promise<void> {
     const s = this.session;
     if (s.resources.empty) return;
     const xs = this.ctx.platform.xenstore;
     this.unwatchPeer();
-    await this.stopWorkers();
+    await this.stopWorkers(Math.max(d.remaining(), MIN_STOP_MS));
     const failed = await s.resources.run(this.log);
     if (failed.length > 0) this.log.error({ failed }, "some resources could not be released");
     await setState(xs, this.ctx.dir, XenbusState.Closing).catch((e) => this.log.warn({ err: e }, "cannot write Closing"));
     const frontState = `${s.info.frontendPath}/${FRONT_KEYS.state}`;
     const done = (st: XenbusState) => st === XenbusState.Closed || st === XenbusState.Unknown;
-    await waitForState(xs, frontState, done, { timeoutMs: this.ctx.timeoutMs }).catch((e) => this.log.warn({ err: e }, "the front end did not close"));
+    await waitForState(xs, frontState, done, d.opts()).catch((e) => this.log.warn({ err: e }, "the front end did not close"));
     await setState(xs, this.ctx.dir, XenbusState.Closed).catch((e) => this.log.warn({ err: e }, "cannot write Closed"));
   }
 }
 
+/** A worker that is asked to stop gets at least this long before it is terminated. */
+const MIN_STOP_MS = 50;
+
 /**
  * Serve one front end: wait for its keys (we are in InitWait), map its rings, bind its
  * channels, start the workers on the context's queues, go Connected. On failure everything
- * taken is released and our state is Closed.
+ * taken is released, and the front end is told (Closing, Closed) when it had offered us keys.
  */
 async function openSession(ctx: DeviceContext): Promise<BackSession> {
   const { platform, dir: backPath, timeoutMs, log } = ctx;
   const xs = platform.xenstore;
   log.info({ backPath }, "offered the vif (InitWait); waiting for the front end");
-  const info = await awaitFrontend(xs, backPath, { timeoutMs, signal: ctx.abort.signal });
-  if (!info.eventChannel.split) {
-    await setState(xs, backPath, XenbusState.Closed).catch(() => {});
-    throw new NetError("UNSUPPORTED", `the front end at ${info.frontendPath} did not use split event channels, which this version needs`);
-  }
-  // We send on the front end's RX ring, where each fragment carries its own size: with
-  // scatter-gather a 64 KiB payload plus its header, without it one page. We receive TX
-  // packets, whose size field is a u16.
-  const sendMax = info.features.sg ? MAX_PACKET_SIZE + ETH_HLEN : 4096;
-  const recvMax = MAX_PACKET_SIZE;
   const res = new Cleanup();
   try {
+    const info = await awaitFrontend(xs, backPath, { timeoutMs, signal: ctx.abort.signal });
+    if (!info.eventChannel.split) {
+      throw new NetError("UNSUPPORTED", `the front end at ${info.frontendPath} did not use split event channels, which this version needs`);
+    }
+    // We send on the front end's RX ring, where each fragment carries its own size: with
+    // scatter-gather a 64 KiB payload plus its header, without it one page. We receive TX
+    // packets, whose size field is a u16. Without scatter-gather the MTU is at most 1500.
+    const mtu = info.features.sg ? info.mtu : Math.min(info.mtu, ETH_DATA_LEN);
+    const sendMax = info.features.sg ? MAX_PACKET_SIZE + ETH_HLEN : 4096;
+    const recvMax = MAX_PACKET_SIZE;
     const map = (ref: number): MappedPages => {
       const m = platform.gnttab.map(info.frontendId, [ref], true);
       res.add("unmap ring", () => platform.gnttab.unmap(m));
@@ -208,11 +214,11 @@ async function openSession(ctx: DeviceContext): Promise<BackSession> {
     const sender = await start("back-rx", rx, rxRing);
     sender.control.setPeerConnected(true);
     await setState(xs, backPath, XenbusState.Connected);
-    log.info({ frontend: info.frontendPath, peerMac: info.mac, sendMax, recvMax }, "connected");
-    return { info, sender, receiver, resources: res, sendMax };
+    log.info({ frontendPath: info.frontendPath, peerMac: formatMac(info.mac), mtu, sendMax, recvMax }, "connected");
+    return { info, sender, receiver, resources: res, sendMax, mtu };
   } catch (e) {
     await res.run(log);
-    await setState(xs, backPath, XenbusState.Closed).catch(() => {});
+    if (!nothingToTell(e)) await giveUp(xs, backPath);
     throw e;
   }
 }

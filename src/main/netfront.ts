@@ -5,24 +5,26 @@
  * goes Connected. It transmits only once the back end is Connected: frames written before
  * that wait in the send queue.
  *
- * When the back end goes away (restarts, or its driver domain reboots) the session ends and,
- * with `reconnect` (the default), a new one is opened as soon as a back end offers the vif
- * again; frames written meanwhile wait in the send queue and go out on the new session.
+ * When the back end goes away (restarts, or its driver domain reboots) or breaks a ring, the
+ * session ends and, with `reconnect` (the default), a new one is opened as soon as a back end
+ * offers the vif again; frames written meanwhile wait in the send queue and go out on the new
+ * session.
  */
 import type { Logger } from "pino";
-import { ETH_HLEN, MAX_PACKET_SIZE } from "../protocol/netif.ts";
-import { BACK_KEYS, frontendDir, XenbusState } from "../protocol/xenbus.ts";
-import { PlatformError, type EventChannels, type Platform, type SharedPages } from "../platform/types.ts";
+import { ETH_DATA_LEN, ETH_HLEN, MAX_PACKET_SIZE } from "../protocol/netif.ts";
+import { BACK_KEYS, formatMac, frontendDir, XenbusState } from "../protocol/xenbus.ts";
+import type { DeviceClaim, EventChannels, Platform, SharedPages } from "../platform/types.ts";
 import type { RoleName } from "../workers/role.ts";
 import { Cleanup } from "./cleanup.ts";
 import { NetError } from "./errors.ts";
 import { rxFlags, txFlags } from "./flags.ts";
 import { loggerFor } from "./logger.ts";
+import { checkFrontOptions } from "./options.ts";
 import { defaultPlatform } from "./platform-default.ts";
 import { RingWorkerHandle } from "./ring-worker-handle.ts";
-import { createContext, SessionDevice, type DeviceContext, type Session } from "./session.ts";
+import { claimDevice, createContext, giveUp, nothingToTell, SessionDevice, type DeviceContext, type Session } from "./session.ts";
 import { awaitBackend, awaitBackendConnected, publishFrontend, type BackendInfo } from "./xenbus/frontend.ts";
-import { setState, waitForState } from "./xenbus/wait.ts";
+import { setState, waitForState, type Deadline } from "./xenbus/wait.ts";
 
 /** Data pages per direction: one per ring slot. */
 const DATA_PAGES = 256;
@@ -35,11 +37,14 @@ export interface NetfrontOptions {
   /** The vif's device id (default 0). */
   devid?: number;
   logger?: Logger;
-  /** Bound on each handshake wait and on disconnect (ms, default 10 000). */
+  /** Bound on the handshake and on disconnect, each as a whole (ms, default 10 000). */
   timeoutMs?: number;
   /** Resolve only once the back end is Connected (default true); frames written earlier wait. */
   awaitBackend?: boolean;
-  /** Bytes of each queue between the main thread and a worker (default 4 MiB). */
+  /**
+   * Bytes of each queue between the main thread and a worker (default 4 MiB), rounded up to a
+   * power of two and to at least 256 KiB, so a queue always holds the largest frame.
+   */
   queueBytes?: number;
   /**
    * How long a ring worker with nothing to do keeps polling before it sleeps, in µs (default 0:
@@ -48,8 +53,9 @@ export interface NetfrontOptions {
    */
   spinMicros?: number;
   /**
-   * When the back end goes away, wait for it to come back and reconnect (default true);
-   * frames written meanwhile are sent then. False: the device closes with it.
+   * When the back end goes away or breaks a ring, end the session and reconnect when a back
+   * end offers the vif again (default true); frames written meanwhile are sent then. False:
+   * the device closes.
    */
   reconnect?: boolean;
 }
@@ -61,12 +67,10 @@ interface FrontSession extends Session {
 export class Netfront extends SessionDevice<FrontSession> {
   /** Our MAC address, as the toolstack assigned it. */
   readonly mac: Uint8Array;
-  readonly mtu: number;
 
   private constructor(ctx: DeviceContext, session: FrontSession, reconnect: boolean) {
     super(ctx, session, reconnect, txFlags, rxFlags);
     this.mac = session.info.mac;
-    this.mtu = session.info.mtu;
   }
 
   get backendId(): number {
@@ -74,19 +78,25 @@ export class Netfront extends SessionDevice<FrontSession> {
   }
 
   static async connect(opts: NetfrontOptions = {}): Promise<Netfront> {
-    const platform = opts.platform ?? (await defaultPlatform(opts.domid ?? 1));
-    const devid = opts.devid ?? 0;
-    const log = loggerFor(opts.logger, { end: "netfront", domid: platform.domid, devid });
+    const o = checkFrontOptions(opts);
+    const platform = o.platform ?? (await defaultPlatform(o.domid));
+    const dir = frontendDir(platform.domid, o.devid);
+    const log = loggerFor(o.logger, { end: "netfront", domid: platform.domid, devid: o.devid });
+    // A platform we open is ours to close, with the device (or now, if it never comes up).
+    const owned = o.platform === undefined;
+    let claim: DeviceClaim | null = null;
     let dev: Netfront | null = null;
-    const ctx = createContext(platform, frontendDir(platform.domid, devid), opts, log, (failure) => {
-      void dev?.shutdown(new NetError("DISCONNECTED", `ring worker stopped: ${failure}`), false);
-    });
-    dev = new Netfront(ctx, await openSession(ctx), opts.reconnect ?? true);
     try {
+      claim = claimDevice(platform, dir, "Netfront");
+      const ctx = createContext(platform, dir, o, { claim, ownsPlatform: owned }, log, (failure) => dev?.workerStopped(failure));
+      dev = new Netfront(ctx, await openSession(ctx), o.reconnect);
       await dev.followPeer();
-      if (opts.awaitBackend !== false) await awaitBackendConnected(platform.xenstore, dev.session.info.backendPath, { timeoutMs: ctx.timeoutMs });
+      if (o.awaitBackend) await awaitBackendConnected(platform.xenstore, dev.session.info.backendPath, { timeoutMs: ctx.timeoutMs });
     } catch (e) {
-      await dev.shutdown(new NetError("DISCONNECTED", "connect failed"), false);
+      if (dev === null) {
+        claim?.release();
+        if (owned) platform.close();
+      } else await dev.shutdown(new NetError("DISCONNECTED", "connect failed"), false);
       throw e;
     }
     return dev;
@@ -110,54 +120,47 @@ export class Netfront extends SessionDevice<FrontSession> {
     return openSession(this.ctx);
   }
 
+  /** The next session starts from Initialising (awaitBackend sees to it). */
   protected async prepareReconnect(): Promise<boolean> {
-    await setState(this.ctx.platform.xenstore, this.ctx.dir, XenbusState.Initialising);
     return true;
   }
 
   /**
-   * Close the vif: send what is queued, go Closing, wait for the back end to let go of our
-   * pages, stop the workers, release every grant and port, go Closed.
+   * Close the vif: send what is queued (every frame written is answered by the back end, or
+   * counted as txLost), go Closing, wait for the back end to let go of our pages, stop the
+   * workers (the RX worker reads what the back end left on the ring), release every grant and
+   * port, go Closed. All within timeoutMs.
    */
   disconnect(): Promise<void> {
     return this.shutdown(new NetError("DISCONNECTED", "the device was disconnected"), true);
   }
 
-  protected async close(reason: NetError, flush: boolean): Promise<void> {
-    // A reconnect in progress sees `closing` and gives up; let it finish first.
-    await this.reconnecting;
-    if (flush && this.sender.control.peerConnected && !(await this.flush(this.ctx.timeoutMs / 2))) {
-      this.log.warn("disconnect: not every queued frame was answered by the back end");
-    }
-    this.closedError ??= reason;
-    await this.closeSession();
-    await this.stopDataPath(reason);
-    this.log.info("disconnected");
-  }
-
   /**
-   * End the current session: Closing, wait for the back end to let go, stop the workers,
-   * release grants and ports, Closed. The queues keep their frames.
+   * End the current session within `d`: Closing, wait for the back end to let go, stop the
+   * workers, release grants (ending access once the back end unmaps) and ports, Closed, wait
+   * for its Closed. The queues keep their frames.
    */
-  protected async closeSession(): Promise<void> {
+  protected async closeSession(d: Deadline): Promise<void> {
     const s = this.session;
     if (s.resources.empty) return;
     const xs = this.ctx.platform.xenstore;
     const log = this.log;
-    const timeoutMs = this.ctx.timeoutMs;
     const backState = `${s.info.backendPath}/${BACK_KEYS.state}`;
     this.unwatchPeer();
     const gone = (st: XenbusState) => st === XenbusState.Closing || st === XenbusState.Closed || st === XenbusState.Unknown || st === XenbusState.InitWait;
     await setState(xs, this.ctx.dir, XenbusState.Closing).catch((e) => log.warn({ err: e }, "cannot write Closing"));
-    await waitForState(xs, backState, gone, { timeoutMs }).catch((e) => log.warn({ err: e }, "the back end did not answer Closing"));
-    await this.stopWorkers();
+    await waitForState(xs, backState, gone, d.opts()).catch((e) => log.warn({ err: e }, "the back end did not answer Closing"));
+    await this.stopWorkers(Math.max(d.remaining(), MIN_STOP_MS));
     const failed = await s.resources.run(log);
     if (failed.length > 0) log.error({ failed }, "some resources could not be released");
     await setState(xs, this.ctx.dir, XenbusState.Closed).catch((e) => log.warn({ err: e }, "cannot write Closed"));
     const closed = (st: XenbusState) => st === XenbusState.Closed || st === XenbusState.Unknown || st === XenbusState.InitWait;
-    await waitForState(xs, backState, closed, { timeoutMs }).catch((e) => log.warn({ err: e }, "the back end did not answer Closed"));
+    await waitForState(xs, backState, closed, d.opts()).catch((e) => log.warn({ err: e }, "the back end did not answer Closed"));
   }
 }
+
+/** A worker that is asked to stop gets at least this long before it is terminated. */
+const MIN_STOP_MS = 50;
 
 /**
  * Open a session: wait for the back end's offer, share rings and data pages, allocate the
@@ -168,20 +171,23 @@ async function openSession(ctx: DeviceContext): Promise<FrontSession> {
   const { platform, dir: frontPath, timeoutMs, log } = ctx;
   const xs = platform.xenstore;
   log.info({ frontPath }, "waiting for the back end");
-  const info = await awaitBackend(xs, frontPath, { timeoutMs, signal: ctx.abort.signal });
-  if (!info.features.splitEventChannels) {
-    throw new NetError("UNSUPPORTED", `the back end at ${info.backendPath} does not offer feature-split-event-channels, which this version needs`);
-  }
-  const be = info.backendId;
-  // A TX request's size is a u16 (XEN_NETIF_MAX_TX_SIZE), so we send at most 65535 bytes;
-  // RX responses size each fragment on its own, so we accept a 64 KiB payload plus its header.
-  const sendMax = info.features.sg ? MAX_PACKET_SIZE : info.mtu + ETH_HLEN;
-  const recvMax = info.features.sg ? MAX_PACKET_SIZE + ETH_HLEN : info.mtu + ETH_HLEN;
   const res = new Cleanup();
   try {
+    const info = await awaitBackend(xs, frontPath, { timeoutMs, signal: ctx.abort.signal });
+    if (!info.features.splitEventChannels) {
+      throw new NetError("UNSUPPORTED", `the back end at ${info.backendPath} does not offer feature-split-event-channels, which this version needs`);
+    }
+    const be = info.backendId;
+    // A TX request's size is a u16 (XEN_NETIF_MAX_TX_SIZE), so we send at most 65535 bytes;
+    // RX responses size each fragment on its own, so we accept a 64 KiB payload plus its header.
+    // Without scatter-gather the MTU is at most 1500, as Linux netfront caps it.
+    const mtu = info.features.sg ? info.mtu : Math.min(info.mtu, ETH_DATA_LEN);
+    const sendMax = info.features.sg ? MAX_PACKET_SIZE : mtu + ETH_HLEN;
+    const recvMax = info.features.sg ? MAX_PACKET_SIZE + ETH_HLEN : mtu + ETH_HLEN;
     const share = (count: number, writable: boolean): SharedPages => {
       const s = platform.gnttab.share(be, count, writable);
-      res.add("unshare pages", () => unshareWhenFree(platform, s, timeoutMs));
+      // Access ends once the back end lets go of the pages, never before: they are not reused under it.
+      res.add("unshare pages", () => platform.gnttab.unshare(s, { defer: true }));
       return s;
     };
     const txRing = share(1, true);
@@ -230,29 +236,13 @@ async function openSession(ctx: DeviceContext): Promise<FrontSession> {
       },
       { numQueuesKey: info.features.multiQueue },
     );
-    log.info({ backend: info.backendPath, mac: info.mac, mtu: info.mtu, sendMax, recvMax }, "connected");
-    return { info, sender, receiver, resources: res, sendMax };
+    log.info({ backend: info.backendPath, mac: formatMac(info.mac), mtu, sendMax, recvMax }, "connected");
+    return { info, sender, receiver, resources: res, sendMax, mtu };
   } catch (e) {
     await res.run(log);
-    await setState(xs, frontPath, XenbusState.Closed).catch(() => {});
+    // Tell the back end, unless nothing was negotiated yet (it would not be listening).
+    if (!nothingToTell(e)) await giveUp(xs, frontPath);
     throw e;
   }
 }
 
-/**
- * End access to pages the back end may still map for a moment after it says Closing: retry
- * EBUSY until the timeout. Giving up leaves the grant in place (a leak the leak check reports)
- * rather than reuse memory the back end can still write.
- */
-async function unshareWhenFree(platform: Platform, pages: SharedPages, timeoutMs: number): Promise<void> {
-  const deadline = performance.now() + timeoutMs;
-  for (;;) {
-    try {
-      platform.gnttab.unshare(pages);
-      return;
-    } catch (e) {
-      if (!(e instanceof PlatformError) || e.code !== "EBUSY" || performance.now() > deadline) throw e;
-      await Bun.sleep(5);
-    }
-  }
-}

@@ -4,7 +4,7 @@
  * and hear of peer errors and of an unexpected stop.
  */
 import { PlatformError, type EventChannels } from "../platform/types.ts";
-import { Control, WorkerState } from "../workers/control.ts";
+import { Control, StopMode, WorkerState } from "../workers/control.ts";
 import { FrameQueue } from "../workers/frame-queue.ts";
 import type { RingWorkerInit } from "../workers/role.ts";
 import type { RingWorkerMessage } from "../workers/ring-worker.ts";
@@ -93,19 +93,39 @@ export class RingWorkerHandle {
     }
   }
 
-  /** Ask the worker to stop and wait for it; after `timeoutMs` it is terminated. */
-  async stop(timeoutMs = 5000): Promise<string | null> {
+  /**
+   * Ask the worker to stop and wait for it. With `drainMs`, it first takes in what the peer
+   * left on the ring (StopMode.drain) for up to that long, then stops at once. Past
+   * `timeoutMs` in all it is terminated.
+   */
+  async stop(opts: { drainMs?: number; timeoutMs?: number } = {}): Promise<string | null> {
+    const timeoutMs = Math.max(opts.timeoutMs ?? 5000, 1);
+    const drainMs = Math.min(opts.drainMs ?? 0, timeoutMs);
     this.stopping = true;
-    this.control.requestStop();
-    this.kick();
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const timedOut = new Promise<"timeout">((r) => (timer = setTimeout(() => r("timeout"), timeoutMs)));
-    const r = await Promise.race([this.stopped, timedOut]);
-    clearTimeout(timer);
-    if (r === "timeout") {
-      this.worker.terminate();
-      return `${this.init.role} worker did not stop within ${timeoutMs} ms and was terminated`;
+    if (drainMs > 0) {
+      this.control.requestStop(StopMode.drain);
+      this.kick();
+      const r = await within(this.stopped, drainMs);
+      if (r !== TIMED_OUT) return r;
     }
-    return r;
+    this.control.requestStop(StopMode.now);
+    this.kick();
+    const r = await within(this.stopped, timeoutMs - drainMs);
+    if (r !== TIMED_OUT) return r;
+    this.worker.terminate();
+    return `${this.init.role} worker did not stop within ${timeoutMs} ms and was terminated`;
+  }
+}
+
+const TIMED_OUT = Symbol("timed out");
+
+/** `p`, or TIMED_OUT if it has not settled within `ms`. */
+async function within<T>(p: Promise<T>, ms: number): Promise<T | typeof TIMED_OUT> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const t = new Promise<typeof TIMED_OUT>((r) => (timer = setTimeout(() => r(TIMED_OUT), Math.max(0, ms))));
+  try {
+    return await Promise.race([p, t]);
+  } finally {
+    clearTimeout(timer);
   }
 }

@@ -1,24 +1,34 @@
 /**
  * What Netfront and Netback share around their data path: a device holds one *session* at a
  * time (the rings, pages, channels and workers of one connection to its peer) while its queues
- * and counters outlive sessions. When the peer leaves, the session ends and, if the device
- * reconnects, a new one is opened; otherwise the device closes for good.
+ * and counters outlive sessions. When the peer leaves or breaks a ring, the session ends and,
+ * if the device reconnects, a new one is opened; otherwise the device closes for good.
+ *
+ * Closing for good (disconnect, or the peer gone without reconnect) runs under one deadline,
+ * `timeoutMs`: flush what was written (at most half of it), end the session, account for
+ * every frame that did not make it.
  */
 import type { Logger } from "pino";
-import type { XenbusState } from "../protocol/xenbus.ts";
-import type { Platform, XsWatch } from "../platform/types.ts";
-import { createControlState, type ControlState } from "../workers/control.ts";
+import { XenbusState, xenbusStateName } from "../protocol/xenbus.ts";
+import type { DeviceClaim, Platform, XenStore, XsWatch } from "../platform/types.ts";
+import { Counter, createControlState, type ControlState } from "../workers/control.ts";
 import { createFrameQueueState, type FrameQueueState } from "../workers/frame-queue.ts";
 import type { Cleanup } from "./cleanup.ts";
 import { NetDevice, type FlagCodec } from "./device.ts";
 import { NetError } from "./errors.ts";
+import type { CheckedOptions } from "./options.ts";
 import type { RingWorkerEvents, RingWorkerHandle } from "./ring-worker-handle.ts";
-import { readState } from "./xenbus/wait.ts";
+import { HandshakeError } from "./xenbus/errors.ts";
+import { Deadline, readState, setState } from "./xenbus/wait.ts";
 
 const DEFAULT_QUEUE_BYTES = 4 << 20;
-/** A worker that spins longer than this is a busy loop, not a wait. */
-const MAX_SPIN_MICROS = 10_000;
-export const DEFAULT_TIMEOUT_MS = 10_000;
+/**
+ * The largest record a queue must carry: a back end receives TX packets of up to 65535 bytes,
+ * a front end RX packets of a 64 KiB payload plus its header. A record never wraps, so the
+ * queue holds at least two of them.
+ */
+const MAX_RECORD = 65536 + 14;
+const MIN_QUEUE_BYTES = 1 << Math.ceil(Math.log2(2 * (MAX_RECORD + 8)));
 /** Pause between attempts to reconnect, so a peer that keeps failing is not hammered. */
 const RECONNECT_BACKOFF_MS = 100;
 
@@ -38,6 +48,10 @@ export interface DeviceContext {
   abort: AbortController;
   /** RingWorkerInit.spinMicros for both workers. */
   spinMicros: number;
+  /** Our hold on the device; released when it closes for good. */
+  claim: DeviceClaim;
+  /** We opened the platform (none was passed): it closes with the device. */
+  ownsPlatform: boolean;
 }
 
 /** One connection to the peer. */
@@ -45,41 +59,72 @@ export interface Session {
   sender: RingWorkerHandle;
   receiver: RingWorkerHandle;
   resources: Cleanup;
+  /** Largest frame we may send in this session, Ethernet header included. */
   sendMax: number;
+  mtu: number;
+}
+
+/**
+ * A queue's capacity: what was asked, rounded up to a power of two, and never less than two
+ * of the largest records, so a queue always carries every frame the device may move.
+ */
+export function queueCapacity(requested = DEFAULT_QUEUE_BYTES): number {
+  return Math.max(MIN_QUEUE_BYTES, 1 << Math.ceil(Math.log2(requested)));
+}
+
+/** Claim the device at `dir` for this device's life: IN_USE when someone else has it. */
+export function claimDevice(platform: Platform, dir: string, what: string): DeviceClaim {
+  const claim = platform.claimDevice(dir);
+  if (claim === null) {
+    throw new NetError("IN_USE", `${dir} is in use by another ${what} on this machine; disconnect it first (the live connection was not touched)`);
+  }
+  return claim;
 }
 
 /** A device's context; `onWorkerStop` hears of a worker that stopped unasked. */
 export function createContext(
   platform: Platform,
   dir: string,
-  opts: { timeoutMs?: number; queueBytes?: number; spinMicros?: number },
+  opts: CheckedOptions,
+  hold: { claim: DeviceClaim; ownsPlatform: boolean },
   log: Logger,
   onWorkerStop: (failure: string) => void,
 ): DeviceContext {
-  const queueBytes = opts.queueBytes ?? DEFAULT_QUEUE_BYTES;
-  const spinMicros = opts.spinMicros ?? 0;
-  if (!(Number.isFinite(spinMicros) && spinMicros >= 0 && spinMicros <= MAX_SPIN_MICROS)) {
-    throw new RangeError(`spinMicros must be a number of µs in 0..${MAX_SPIN_MICROS}, got ${spinMicros}`);
-  }
+  const capacity = queueCapacity(opts.queueBytes);
   return {
     platform,
     dir,
-    timeoutMs: opts.timeoutMs ?? DEFAULT_TIMEOUT_MS,
+    timeoutMs: opts.timeoutMs,
     log,
-    txQueue: createFrameQueueState(queueBytes),
-    rxQueue: createFrameQueueState(queueBytes),
+    txQueue: createFrameQueueState(capacity),
+    rxQueue: createFrameQueueState(capacity),
     txControl: createControlState(),
     rxControl: createControlState(),
     abort: new AbortController(),
-    spinMicros,
+    spinMicros: opts.spinMicros,
+    ...hold,
     events: {
       onPeerError: (m) => log.warn({ code: m.code, field: m.field, value: m.value, suppressed: m.suppressed }, `peer error: ${m.message}`),
       onUnexpectedStop: (failure) => {
-        log.error({ failure }, "ring worker stopped; disconnecting");
+        log.error({ failure }, "ring worker stopped; ending the session");
         onWorkerStop(failure);
       },
     },
   };
+}
+
+/**
+ * Tell the peer we give up on this connection attempt, as Linux's xenbus_dev_fatal does:
+ * Closing, then Closed, so it learns at once instead of waiting out its own timeout.
+ */
+export async function giveUp(xs: XenStore, dir: string): Promise<void> {
+  await setState(xs, dir, XenbusState.Closing).catch(() => false);
+  await setState(xs, dir, XenbusState.Closed).catch(() => false);
+}
+
+/** Failures of a connection attempt that say nothing to the peer: nothing was negotiated yet. */
+export function nothingToTell(e: unknown): boolean {
+  return e instanceof HandshakeError && (e.code === "TIMEOUT" || e.code === "ABORTED" || e.code === "GONE" || e.code === "NO_DEVICE");
 }
 
 export abstract class SessionDevice<S extends Session> extends NetDevice {
@@ -98,8 +143,17 @@ export abstract class SessionDevice<S extends Session> extends NetDevice {
     sendFlags: FlagCodec,
     recvFlags: FlagCodec,
   ) {
-    super(session.sender, session.receiver, sendFlags, recvFlags, session.sendMax, ctx.log);
+    super(session.sender, session.receiver, sendFlags, recvFlags, ctx.log);
     this.session = session;
+  }
+
+  get maxFrameSize(): number {
+    return this.session.sendMax;
+  }
+
+  /** The vif's MTU (Ethernet payload), as negotiated for the current session. */
+  get mtu(): number {
+    return this.session.mtu;
   }
 
   /** Sessions opened after the first one (peer restarts survived). */
@@ -109,18 +163,17 @@ export abstract class SessionDevice<S extends Session> extends NetDevice {
 
   /** Open a new session with the (returning) peer. */
   protected abstract openSession(): Promise<S>;
-  /** End the current session, releasing what it holds; idempotent. */
-  protected abstract closeSession(): Promise<void>;
+  /** End the current session within `d`, releasing what it holds; idempotent. */
+  protected abstract closeSession(d: Deadline): Promise<void>;
   /** Get ready for the next session; false: do not reconnect after all (the device closes). */
   protected abstract prepareReconnect(): Promise<boolean>;
   /** Start following the peer's state for the current session. */
   protected abstract followPeer(): Promise<void>;
-  /** Close for good (called once). */
-  protected abstract close(reason: NetError, flush: boolean): Promise<void>;
 
   /**
    * Watch the peer's state node for this session; `onState` hears each state read after an
-   * event, unless the device is closing, reconnecting, or already on another session.
+   * event, unless the device is closing, reconnecting, or already on another session. A value
+   * that is not a state reads as Unknown, as Linux's xenbus_read_driver_state has it.
    */
   protected async watchPeerState(statePath: string, onState: (s: XenbusState) => void): Promise<void> {
     const xs = this.ctx.platform.xenstore;
@@ -128,12 +181,22 @@ export abstract class SessionDevice<S extends Session> extends NetDevice {
     this.unwatchPeer();
     this.watch = await xs.watch(statePath, `${this.ctx.dir}#${this.reconnects}`, () => {
       void readState(xs, statePath).then(
-        (s) => {
-          if (this.closing === null && this.reconnecting === null && this.session === session) onState(s);
+        (s) => this.current(session) && onState(s),
+        (e) => {
+          if (!this.current(session)) return;
+          if (e instanceof HandshakeError && e.code === "BAD_STATE") {
+            this.log.warn({ path: statePath, value: e.value }, "the peer's state does not parse; taking it as Unknown");
+            onState(XenbusState.Unknown);
+          } else {
+            this.log.warn({ err: e }, "cannot read the peer's state");
+          }
         },
-        (e) => this.log.warn({ err: e }, "cannot read the peer's state"),
       );
     });
+  }
+
+  private current(session: S): boolean {
+    return this.closing === null && this.reconnecting === null && this.session === session;
   }
 
   protected unwatchPeer(): void {
@@ -141,20 +204,39 @@ export abstract class SessionDevice<S extends Session> extends NetDevice {
     this.watch = null;
   }
 
-  /** The peer left: reconnect, or close for good. */
+  /** The peer left. */
   protected peerLeft(state: XenbusState): void {
+    this.sessionEnded(`the peer went to state ${xenbusStateName(state)}`);
+  }
+
+  /** A worker of the current session stopped on its own (a broken ring, a crash). */
+  protected workerStopped(failure: string): void {
+    this.sessionEnded(`ring worker stopped: ${failure}`);
+  }
+
+  /** The session is over: reconnect, or close for good. */
+  private sessionEnded(why: string): void {
+    if (this.closing !== null || this.reconnecting !== null) return;
     if (!this.reconnect) {
-      this.log.info({ state }, "the peer is going away; disconnecting");
-      void this.shutdown(new NetError("DISCONNECTED", `the peer went to state ${state}`), false);
+      this.log.info({ why }, "the session ended; disconnecting");
+      void this.shutdown(new NetError("DISCONNECTED", why), false);
       return;
     }
-    this.log.info({ state }, "the peer is going away; will reconnect when it comes back");
+    this.log.info({ why }, "the session ended; will reconnect when the peer comes back");
     this.reconnecting = this.reconnectLoop().finally(() => (this.reconnecting = null));
+  }
+
+  /** End the session; returns how many frames in flight were lost with it. */
+  private async endSession(d: Deadline): Promise<number> {
+    const before = this.sender.control.get(Counter.lost);
+    await this.closeSession(d);
+    return this.sender.control.get(Counter.lost) - before;
   }
 
   private async reconnectLoop(): Promise<void> {
     this.sender.control.setPeerConnected(false);
-    await this.closeSession();
+    const lost = await this.endSession(new Deadline({ timeoutMs: this.ctx.timeoutMs, signal: this.ctx.abort.signal }));
+    if (lost > 0) this.log.warn({ frames: lost }, "frames in flight were not delivered: the session ended before the peer answered them");
     while (this.closing === null) {
       try {
         if (!(await this.prepareReconnect())) {
@@ -186,5 +268,26 @@ export abstract class SessionDevice<S extends Session> extends NetDevice {
       this.ctx.abort.abort(reason);
     }
     return this.closing;
+  }
+
+  /**
+   * Close for good, all within timeoutMs: let a reconnect in progress wind down, send what
+   * was written (at most half the time), end the session (the workers take in what the peer
+   * left on the rings), deliver or count every frame, let go of the device.
+   */
+  private async close(reason: NetError, flush: boolean): Promise<void> {
+    const d = new Deadline({ timeoutMs: this.ctx.timeoutMs });
+    // A reconnect in progress sees `closing` (and the abort) and gives up; let it finish first.
+    await this.reconnecting;
+    if (flush && this.sender.control.peerConnected) await this.flush(d.remaining() / 2);
+    this.closedError ??= reason;
+    this.startClosingReceive();
+    const lost = await this.endSession(d);
+    // Closed even when no session was open (a reconnect was waiting for the peer).
+    await setState(this.ctx.platform.xenstore, this.ctx.dir, XenbusState.Closed).catch((e) => this.log.warn({ err: e }, "cannot write Closed"));
+    await this.stopDataPath(reason, lost);
+    this.ctx.claim.release();
+    if (this.ctx.ownsPlatform) this.ctx.platform.close();
+    this.log.info("disconnected");
   }
 }

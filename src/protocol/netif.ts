@@ -49,6 +49,8 @@ export const NR_SLOTS_MIN = 18;
 export const FATAL_SLOTS = 20;
 export const ETH_HLEN = 14;
 export const DEFAULT_MTU = 1500;
+/** The largest MTU without scatter-gather (Linux's ETH_DATA_LEN cap on both drivers). */
+export const ETH_DATA_LEN = 1500;
 
 /** Bytes in a granted page; a fragment never crosses it. */
 export const GRANT_PAGE_SIZE = 4096;

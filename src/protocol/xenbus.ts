@@ -63,6 +63,7 @@ export const BACK_KEYS = {
   online: "online",
   handle: "handle",
   mac: "mac",
+  mtu: "mtu",
   hotplugStatus: "hotplug-status",
   featureSg: "feature-sg",
   featureGsoTcpv4: "feature-gso-tcpv4",

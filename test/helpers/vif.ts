@@ -1,7 +1,7 @@
 /** A simulated machine with one guest and one vif: the setup every device test starts from. */
 import pino from "pino";
 import { createVif } from "../../src/main/xenbus/toolstack.ts";
-import { Netback, Netfront, SimHypervisor } from "../../src/main/index.ts";
+import { Netback, Netfront, SimHypervisor, type NetbackOptions, type NetfrontOptions } from "../../src/main/index.ts";
 
 export const silent = pino({ level: "silent" });
 export const GUEST_MAC = "00:16:3e:00:00:01";
@@ -22,10 +22,10 @@ export async function simVif(opts: { devid?: number; sim?: Parameters<typeof Sim
     dom0,
     frontPlatform,
     backPlatform,
-    serve: (o: { timeoutMs?: number; reconnect?: boolean; spinMicros?: number } = {}) => Netback.serve({ platform: backPlatform, frontendDomid: guest, devid, logger: silent, ...o }),
-    connect: (o: { timeoutMs?: number; awaitBackend?: boolean; reconnect?: boolean; spinMicros?: number } = {}) => Netfront.connect({ platform: frontPlatform, devid, logger: silent, ...o }),
+    serve: (o: Partial<NetbackOptions> = {}) => Netback.serve({ platform: backPlatform, frontendDomid: guest, devid, logger: silent, ...o }),
+    connect: (o: Partial<NetfrontOptions> = {}) => Netfront.connect({ platform: frontPlatform, devid, logger: silent, ...o }),
     /** Both ends connected, backend offered first. */
-    async pair(front: { reconnect?: boolean } = {}) {
+    async pair(front: Partial<NetfrontOptions> = {}) {
       const [back, frontDev] = await Promise.all([this.serve(), this.connect(front)]);
       return { back, front: frontDev };
     },

@@ -26,7 +26,7 @@ import {
   type CloseResult,
   type WaitOptions,
 } from "./wait.ts";
-import { DEFAULT_TX_RETRIES } from "./frontend.ts";
+import { DEFAULT_MTU, DEFAULT_TX_RETRIES, MTU_MAX, MTU_MIN } from "./frontend.ts";
 
 
 export interface BackendFeatures {
@@ -78,6 +78,8 @@ export interface FrontendInfo {
   frontendPath: string;
   /** The frontend's MAC, from the backend dir (the toolstack's copy; netback reads it there). */
   mac: Uint8Array;
+  /** The vif's MTU: the backend dir's `mtu` (libxl writes it), else the frontend dir's, else 1500. */
+  mtu: number;
   txRingRef: number;
   rxRingRef: number;
   /** Not split: tx === rx, one port. */
@@ -102,7 +104,23 @@ export async function awaitFrontend(xs: XenStore, backPath: string, opts: WaitOp
   const { id: frontendId, path: frontendPath } = await awaitPeerKeys(xs, backPath, BACK_KEYS.frontendId, BACK_KEYS.frontend, d);
 
   const S = XenbusState;
-  await waitForState(xs, `${frontendPath}/${FRONT_KEYS.state}`, (s) => s === S.Initialised || s === S.Connected, d.opts());
+  const frontState = `${frontendPath}/${FRONT_KEYS.state}`;
+  // A frontend that goes Closing or Closed while it is connecting gave up on us (Linux:
+  // xenbus_dev_fatal): fail now, not at the timeout. One already Closed when we start is
+  // between connections and is waited on.
+  let connecting = false;
+  const s = await waitForState(
+    xs,
+    frontState,
+    (s) => {
+      if (s === S.Initialising || s === S.Initialised) connecting = true;
+      return s === S.Initialised || s === S.Connected || (connecting && (s === S.Closing || s === S.Closed));
+    },
+    d.opts(),
+  );
+  if (s === S.Closing || s === S.Closed) {
+    throw new HandshakeError("PEER_CLOSED", frontState, String(s), "the frontend closed while connecting (it refused the vif or our offer)");
+  }
 
   const K = FRONT_KEYS;
   const key = (k: string) => `${frontendPath}/${k}`;
@@ -122,6 +140,7 @@ export async function awaitFrontend(xs: XenStore, backPath: string, opts: WaitOp
     frontendId,
     frontendPath,
     mac: await readMac(xs, `${backPath}/${BACK_KEYS.mac}`),
+    mtu: await readFirstMtu(xs, [`${backPath}/${BACK_KEYS.mtu}`, key(K.mtu)]),
     txRingRef: await readUint(xs, key(K.txRingRef), U32_MAX),
     rxRingRef: await readUint(xs, key(K.rxRingRef), U32_MAX),
     eventChannel: await readEventChannels(xs, backPath, frontendPath),
@@ -134,6 +153,15 @@ export async function awaitFrontend(xs: XenStore, backPath: string, opts: WaitOp
       ipv6CsumOffload: await feature(K.featureIpv6CsumOffload),
     },
   };
+}
+
+/** The first of `paths` that holds an MTU, checked; DEFAULT_MTU when none does. */
+async function readFirstMtu(xs: XenStore, paths: string[]): Promise<number> {
+  for (const p of paths) {
+    const v = await read(xs, p);
+    if (v !== null) return uintKey(p, v, MTU_MAX, MTU_MIN);
+  }
+  return DEFAULT_MTU;
 }
 
 /**

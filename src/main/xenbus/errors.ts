@@ -14,6 +14,7 @@ export type HandshakeErrorCode =
   | "BAD_STATE" // a `state` node holds something that is not a XenbusState
   | "PEER_CLOSED" // the peer closed (or vanished) while we waited for it to connect
   | "GONE" // our own device directory was removed (the toolstack detached the vif)
+  | "NO_DEVICE" // the device directory never appeared: no such vif (the message lists those that exist)
   | "XENSTORE"; // a xenstore operation failed; `cause` is the PlatformError (e.g. EAGAIN after the retries)
 
 export class HandshakeError extends Error {

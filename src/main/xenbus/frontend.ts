@@ -14,6 +14,7 @@ import {
   flag,
   read,
   readMac,
+  readState,
   readUintOr,
   switchState,
   U32_MAX,
@@ -24,8 +25,8 @@ import {
 } from "./wait.ts";
 
 export const DEFAULT_MTU = 1500;
-const MTU_MIN = 68;
-const MTU_MAX = 65535;
+export const MTU_MIN = 68;
+export const MTU_MAX = 65535;
 
 export interface BackendInfo {
   backendId: DomId;
@@ -48,16 +49,18 @@ export interface BackendInfo {
 
 /**
  * Wait for the backend and read its offer. `backend-id` and `backend` may be written late and
- * in either order: nothing is read until both exist. Then wait for the backend's InitWait (or
- * Connected: a backend that is already up after a reconnect race). A backend in Closing/Closed
- * is waited on, not failed: it may come back (reset for reconnect) within the bound.
+ * in either order: nothing is read until both exist. Our state is then made Initialising
+ * (see resetFrontend), and the backend's InitWait awaited: only a fresh offer counts, as in
+ * Linux netfront; a backend still Connected belongs to an earlier connection and is not
+ * joined. A backend in Closing/Closed is waited on: it may come back within the bound.
  */
 export async function awaitBackend(xs: XenStore, frontPath: string, opts: WaitOptions = {}): Promise<BackendInfo> {
   const d = new Deadline(opts);
   const { id: backendId, path: backendPath } = await awaitPeerKeys(xs, frontPath, FRONT_KEYS.backendId, FRONT_KEYS.backend, d);
+  const backState = `${backendPath}/${BACK_KEYS.state}`;
+  await resetFrontend(xs, frontPath, backState, d);
 
-  const S = XenbusState;
-  await waitForState(xs, `${backendPath}/${BACK_KEYS.state}`, (s) => s === S.InitWait || s === S.Connected, d.opts());
+  await waitForState(xs, backState, (s) => s === XenbusState.InitWait, d.opts());
 
   const key = (k: string) => `${backendPath}/${k}`;
   const rxCopyPath = key(BACK_KEYS.featureRxCopy);
@@ -85,6 +88,34 @@ export async function awaitBackend(xs: XenStore, frontPath: string, opts: WaitOp
     },
   };
 }
+
+/**
+ * Make our state Initialising before a connection. A state a connection left behind
+ * (Initialised, Connected, Closing: its owner died without closing; nobody on this machine
+ * holds the device, or we would not be here) is first closed properly, as Linux's
+ * xenbus_reset_frontend does after a kexec: Closing, the backend's answer, Closed, its
+ * answer. Only then does a backend that still serves the old connection let go and offer
+ * the device again. Each wait is bounded by `d`; a backend that does not answer is not waited
+ * for longer.
+ */
+async function resetFrontend(xs: XenStore, frontPath: string, backState: string, d: Deadline): Promise<void> {
+  const S = XenbusState;
+  const statePath = `${frontPath}/${FRONT_KEYS.state}`;
+  const ours = await readState(xs, statePath).catch(() => S.Unknown);
+  if (ours === S.Initialising) return;
+  if (ours === S.Initialised || ours === S.Connected || ours === S.Closing || ours === S.Reconfiguring || ours === S.Reconfigured) {
+    const answered = (accept: (s: XenbusState) => boolean) =>
+      waitForState(xs, backState, accept, { timeoutMs: Math.min(d.remaining(), STALE_RESET_MS) }).catch(() => null);
+    await switchState(xs, frontPath, S.Closing);
+    await answered((s) => s === S.Closing || s === S.Closed || s === S.InitWait || s === S.Unknown);
+    await switchState(xs, frontPath, S.Closed);
+    await answered((s) => s === S.Closed || s === S.InitWait || s === S.Unknown);
+  }
+  await switchState(xs, frontPath, S.Initialising);
+}
+
+/** How long a reset of a stale connection waits for each of the backend's answers. */
+const STALE_RESET_MS = 2000;
 
 export interface FrontendKeys {
   txRingRef: number;

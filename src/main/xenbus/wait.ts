@@ -336,6 +336,44 @@ export const DOMID_MAX = 0x7fef;
 export async function awaitPeerKeys(xs: XenStore, dir: string, idKey: string, pathKey: string, d: Deadline): Promise<{ id: number; path: string }> {
   const idPath = `${dir}/${idKey}`;
   const pPath = `${dir}/${pathKey}`;
+  const budget = d.remaining();
+  try {
+    return await waitForPeerKeys(xs, dir, idPath, pPath, idKey, pathKey, d);
+  } catch (e) {
+    if (e instanceof HandshakeError && e.code === "TIMEOUT") throw (await missingDevice(xs, dir, budget)) ?? e;
+    throw e;
+  }
+}
+
+/**
+ * After a wait for a device's keys timed out: NO_DEVICE, listing the devices that do exist
+ * beside it, when its directory is not there at all (mirage-net-xen: "device 5 not found
+ * (available = [0])"); null when it exists and only the keys were missing.
+ */
+async function missingDevice(xs: XenStore, dir: string, waitedMs: number): Promise<HandshakeError | null> {
+  const cut = dir.lastIndexOf("/");
+  const parent = dir.slice(0, cut);
+  const name = dir.slice(cut + 1);
+  let siblings: string[] = [];
+  try {
+    siblings = await xs.directory(parent);
+  } catch {
+    // No parent either: no device of this kind at all.
+  }
+  if (siblings.includes(name)) return null;
+  const ids = siblings.filter((n) => /^[0-9]+$/.test(n)).map(Number).sort((a, b) => a - b);
+  const m = /^\/local\/domain\/([0-9]+)\/(device|backend)\/([a-z0-9]+)(?:\/([0-9]+))?$/.exec(parent);
+  const where = m === null ? `in ${parent}` : m[2] === "device" ? `of domain ${m[1]}` : `served by domain ${m[1]} to domain ${m[4]}`;
+  const kind = m?.[3] ?? "device";
+  return new HandshakeError(
+    "NO_DEVICE",
+    dir,
+    null,
+    `${kind} ${name} ${where} not found within ${waitedMs} ms (available: ${ids.length === 0 ? "none" : `[${ids.join(", ")}]`})`,
+  );
+}
+
+function waitForPeerKeys(xs: XenStore, dir: string, idPath: string, pPath: string, idKey: string, pathKey: string, d: Deadline): Promise<{ id: number; path: string }> {
   return waitUntil(
     xs,
     dir,

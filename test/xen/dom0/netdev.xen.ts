@@ -24,7 +24,7 @@ async function until(cond: () => boolean, ms: number): Promise<void> {
   }
 }
 
-test("our netfront <-> our netback over real Xen: frames both ways byte-exact, clean disconnect", async () => {
+test("our netfront <-> our netback over real Xen: frames both ways byte-exact, second claims refused, nothing lost at disconnect", async () => {
   // Both ends are ours: the kernel's vif drivers must not claim the device.
   for (const m of ["xen-netback", "xen-netfront"]) Bun.spawnSync(["rmmod", m]);
   const backPlatform = await createXenPlatform({ domid: 0 });
@@ -64,8 +64,27 @@ test("our netfront <-> our netback over real Xen: frames both ways byte-exact, c
   expect(front.stats()).toMatchObject({ txPackets: N, rxPackets: N, txDrops: 0, rxDrops: 0, txErrors: 0, rxErrors: 0 });
   expect(back.stats()).toMatchObject({ txPackets: N, rxPackets: N, txDrops: 0, rxDrops: 0 });
 
-  await front.disconnect();
+  // A second claim on either end is refused, in this process and from another one; the live
+  // connection goes on.
+  await expect(Netfront.connect({ platform: frontPlatform, devid, logger, timeoutMs: 2000 })).rejects.toThrow(/IN_USE/);
+  await expect(Netback.serve({ platform: backPlatform, frontendDomid: 0, devid, logger, timeoutMs: 2000 })).rejects.toThrow(/IN_USE/);
+  const other = Bun.spawn(
+    [process.execPath, "-e", `import { Netfront } from "./src/main/index.ts"; Netfront.connect({ devid: ${devid}, timeoutMs: 2000 }).then(() => console.log("connected"), (e) => console.log(e.code))`],
+    { cwd: `${import.meta.dir}/../../..`, env: { ...process.env, BUN_XEN_NET_LOG: "silent" }, stdout: "pipe", timeout: 60_000 },
+  );
+  // The refusal comes at once, and the process exits by itself: nothing of the failed connect stays open.
+  expect((await new Response(other.stdout).text()).trim()).toBe("IN_USE");
+  expect(await other.exited).toBe(0);
+  expect(await backPlatform.xenstore.read(`${paths.frontPath}/state`)).toBe("4");
+
+  // The back end disconnects right after writing: every frame written still reaches the front end.
+  const before = down.length;
+  for (let i = 0; i < 50; i++) if (!back.tryWrite(frame(1514, i))) await back.write(frame(1514, i));
   await back.disconnect();
+  await until(() => down.length === before + 50, 30_000);
+  expect(back.stats()).toMatchObject({ txLost: 0 });
+
+  await front.disconnect();
   expect(await backPlatform.xenstore.read(`${paths.frontPath}/state`)).toBe("6");
   expect(await backPlatform.xenstore.read(`${paths.backPath}/state`)).toBe("6");
   frontPlatform.close();

@@ -1,0 +1,132 @@
+/**
+ * The options of Netfront.connect and Netback.serve, checked before anything is set up: a bad
+ * value is a NetError BAD_ARGUMENT naming the option and the value, thrown before a grant is
+ * taken or a xenstore node written, never a RangeError from deep inside or a timeout later.
+ */
+import type { Logger } from "pino";
+import type { Platform } from "../platform/types.ts";
+import { NetError } from "./errors.ts";
+
+export const DEFAULT_TIMEOUT_MS = 10_000;
+/** setTimeout's limit; a longer delay would fire at once. */
+const MAX_TIMEOUT_MS = 0x7fff_ffff;
+/** A worker that spins longer than this is a busy loop, not a wait. */
+export const MAX_SPIN_MICROS = 10_000;
+/** Highest domain id; DOMID_FIRST_RESERVED (0x7ff0) and above are not domains. */
+export const DOMID_MAX = 0x7fef;
+/** Device ids are xenstore directory names written by the toolstack as C ints. */
+const DEVID_MAX = 0x7fff_ffff;
+const MAX_QUEUE_BYTES = 1 << 30;
+
+/** What both ends take. */
+export interface CheckedOptions {
+  platform: Platform | undefined;
+  devid: number;
+  logger: Logger | undefined;
+  timeoutMs: number;
+  queueBytes: number | undefined;
+  spinMicros: number;
+  reconnect: boolean;
+}
+
+export function bad(name: string, v: unknown, want: string): NetError {
+  return new NetError("BAD_ARGUMENT", `option ${name} must be ${want}, got ${show(v)}`);
+}
+
+function show(v: unknown): string {
+  try {
+    if (typeof v === "string") return JSON.stringify(v);
+    if (typeof v === "number" || typeof v === "bigint" || typeof v === "boolean" || v === null || v === undefined) return String(v);
+    return typeof v === "function" ? "a function" : "an object";
+  } catch {
+    return "a value that cannot be shown";
+  }
+}
+
+function integer(o: Record<string, unknown>, name: string, min: number, max: number, dflt?: number): number {
+  const v = o[name];
+  if (v === undefined && dflt !== undefined) return dflt;
+  if (typeof v !== "number" || !Number.isInteger(v) || v < min || v > max) throw bad(name, v, `an integer in ${min}..${max}`);
+  return v;
+}
+
+function number(o: Record<string, unknown>, name: string, min: number, max: number, dflt: number): number {
+  const v = o[name];
+  if (v === undefined) return dflt;
+  if (typeof v !== "number" || !(v >= min && v <= max)) throw bad(name, v, `a number in ${min}..${max}`);
+  return v;
+}
+
+function boolean(o: Record<string, unknown>, name: string, dflt: boolean): boolean {
+  const v = o[name];
+  if (v === undefined) return dflt;
+  if (typeof v !== "boolean") throw bad(name, v, "true or false");
+  return v;
+}
+
+function logger(v: unknown): Logger | undefined {
+  if (v === undefined) return undefined;
+  const l = v as Record<string, unknown> | null;
+  const methods = ["child", "error", "warn", "info", "debug"];
+  if (l === null || typeof l !== "object" || methods.some((m) => typeof l[m] !== "function")) {
+    throw bad("logger", v, `a pino Logger (an object with ${methods.join(", ")})`);
+  }
+  return v as Logger;
+}
+
+function platform(v: unknown): Platform | undefined {
+  if (v === undefined) return undefined;
+  const p = v as Record<string, unknown> | null;
+  if (
+    p === null ||
+    typeof p !== "object" ||
+    (p.kind !== "sim" && p.kind !== "xen") ||
+    typeof p.domid !== "number" ||
+    typeof p.openEventChannels !== "function" ||
+    typeof p.gnttab !== "object" ||
+    typeof p.xenstore !== "object"
+  ) {
+    throw bad("platform", v, "a Platform (SimHypervisor.platform(domid), or createXenPlatform())");
+  }
+  return v as Platform;
+}
+
+function record(v: unknown, what: string): Record<string, unknown> {
+  if (v === undefined) return {};
+  if (v === null || typeof v !== "object") throw new NetError("BAD_ARGUMENT", `${what} takes an options object, got ${show(v)}`);
+  return v as Record<string, unknown>;
+}
+
+function common(o: Record<string, unknown>, reconnectDefault: boolean): CheckedOptions {
+  const queueBytes = o.queueBytes === undefined ? undefined : integer(o, "queueBytes", 1, MAX_QUEUE_BYTES);
+  return {
+    platform: platform(o.platform),
+    devid: integer(o, "devid", 0, DEVID_MAX, 0),
+    logger: logger(o.logger),
+    timeoutMs: number(o, "timeoutMs", 1, MAX_TIMEOUT_MS, DEFAULT_TIMEOUT_MS),
+    queueBytes,
+    spinMicros: number(o, "spinMicros", 0, MAX_SPIN_MICROS, 0),
+    reconnect: boolean(o, "reconnect", reconnectDefault),
+  };
+}
+
+export interface CheckedFrontOptions extends CheckedOptions {
+  /** This domain's id on the default simulated hypervisor. */
+  domid: number;
+  awaitBackend: boolean;
+}
+
+export function checkFrontOptions(v: unknown): CheckedFrontOptions {
+  const o = record(v, "Netfront.connect");
+  return { ...common(o, true), domid: integer(o, "domid", 0, DOMID_MAX, 1), awaitBackend: boolean(o, "awaitBackend", true) };
+}
+
+export interface CheckedBackOptions extends CheckedOptions {
+  frontendDomid: number;
+}
+
+export function checkBackOptions(v: unknown): CheckedBackOptions {
+  if (v === undefined) throw new NetError("BAD_ARGUMENT", "Netback.serve needs options, at least { frontendDomid }");
+  const o = record(v, "Netback.serve");
+  return { ...common(o, false), frontendDomid: integer(o, "frontendDomid", 0, DOMID_MAX) };
+}
