@@ -278,6 +278,19 @@ describe("sizes tell the truth", () => {
     closeAll(vif);
   });
 
+  test("writable(len) refuses a length no frame may have, as write does, instead of waiting for ever", async () => {
+    const vif = await simVif();
+    const { back, front } = await vif.pair();
+    const code = async (p: Promise<void>) => ((await failure(p)) as NetError).code;
+    expect(await code(front.writable(Number.NaN))).toBe("BAD_ARGUMENT");
+    expect(await code(front.writable(front.maxFrameSize + 1))).toBe("FRAME_TOO_LONG");
+    expect(await code(front.writable(3))).toBe("FRAME_TOO_SHORT");
+    await front.writable(front.maxFrameSize);
+    await front.disconnect();
+    await back.disconnect();
+    closeAll(vif);
+  });
+
   for (const mtu of [undefined, 1500, 9000]) {
     test(`mtu ${mtu ?? "(no key)"}: both ends report the vif's MTU`, async () => {
       const vif = await simVif();

@@ -81,9 +81,13 @@ export class FrameWriter {
     return this.tail === null && this.tryWrite(len, meta, fill);
   }
 
-  /** Resolves once a frame of `len` bytes would fit (or the device closed: then it rejects). */
+  /**
+   * Resolves once a frame of `len` bytes would fit (or the device closed: then it rejects).
+   * A length no frame may have is refused at once, as write() refuses it: it would never fit.
+   */
   async writable(len: number): Promise<void> {
     const q = this.q;
+    this.check(len);
     for (;;) {
       const closed = this.opts.closed();
       if (closed !== null) throw closed;
