@@ -89,4 +89,92 @@ describe("frame queue", () => {
     for (let i = 4; i < 8; i++) expect(b.push(frame(i, 1000), i)).toBe(true);
     for (let i = 4; i < 8; i++) expect(pop(cons)?.bytes).toEqual(frame(i, 1000));
   });
+
+  test("a window bounds what is queued; one record larger than the window still fits an empty queue", () => {
+    const st = createFrameQueueState(1 << 18, 16384);
+    const q = new FrameQueue(st);
+    let n = 0;
+    while (q.push(frame(n, 1000), n)) n++;
+    expect(n).toBe(16); // 16 × 1008 bytes within the 16 KiB window, a 17th is refused
+    expect(q.hasRoom(1000)).toBe(false);
+    for (let r = pop(q); r !== null; r = pop(q));
+    expect(q.push(frame(0, 65557), 0)).toBe(true); // alone, past the window
+    expect(q.push(frame(1, 100), 1)).toBe(false);
+    expect(pop(q)?.bytes.length).toBe(65557);
+  });
+
+  test("a queue whose consumer keeps up starts again at the front: 100,000 records touch only its first pages", () => {
+    const st = createFrameQueueState(1 << 18, 1 << 16);
+    const prod = new FrameQueue(st);
+    const cons = new FrameQueue(st);
+    let high = 0;
+    for (let i = 0; i < 100_000; i++) {
+      const len = 60 + (i % 1455);
+      let off = prod.reserve(len);
+      if (off < 0) {
+        // Right after a reset the front holds what lay before the skip: the consumer reads on.
+        for (let r = pop(cons); r !== null; r = pop(cons));
+        off = prod.reserve(len);
+      }
+      expect(off).toBeGreaterThanOrEqual(0);
+      prod.data.fill(i & 0xff, off, off + len);
+      prod.commit(off, len, i);
+      high = Math.max(high, off + len);
+      if (i % 7 === 6) for (let r = pop(cons); r !== null; r = pop(cons));
+    }
+    // Resets happen at 32 KiB; 7 records of at most 1523 bytes come after: within 48 KiB of 256.
+    expect(high).toBeLessThan(48 * 1024);
+  });
+
+  test("random sizes, windows and consumer speeds, with resets and uncommitted reservations: FIFO, every length and byte, never stuck", () => {
+    for (const [capacity, window] of [
+      [1 << 18, 1 << 16],
+      [1 << 18, 1 << 18],
+      [1 << 17, 5000],
+      [16384, 16384],
+    ] as const) {
+      const st = createFrameQueueState(capacity, window);
+      const prod = new FrameQueue(st);
+      const cons = new FrameQueue(st);
+      const rng = new Rng(capacity + window);
+      const big = Math.min(prod.maxRecord, 65557);
+      const lens: number[] = [];
+      let sent = 0;
+      let got = 0;
+      const check = (r: { bytes: Uint8Array; meta: number }) => {
+        expect(r.meta).toBe(got);
+        expect(r.bytes.length).toBe(lens[got]!);
+        const b = r.bytes;
+        if (b.some((x) => x !== (got & 0xff))) throw new Error(`record ${got}: bytes differ`);
+        got++;
+      };
+      for (let round = 0; round < 6000; round++) {
+        for (let k = rng.int(0, 6); k > 0; k--) {
+          const len = rng.int(0, 29) === 0 ? rng.int(1, big) : rng.int(1, 1600);
+          const off = prod.reserve(len);
+          if (off < 0) {
+            expect(prod.hasRoom(len)).toBe(false);
+            break;
+          }
+          // Now and then the fill fails and nothing is committed.
+          if (rng.int(0, 19) === 0) continue;
+          prod.data.fill(sent & 0xff, off, off + len);
+          lens.push(len);
+          prod.commit(off, len, sent++);
+        }
+        const take = rng.int(0, 3) === 0 ? Infinity : rng.int(0, 4);
+        for (let k = 0; k < take; k++) {
+          const r = pop(cons);
+          if (r === null) break;
+          check(r);
+        }
+      }
+      for (let r = pop(cons); r !== null; r = pop(cons)) check(r);
+      expect(got).toBe(sent);
+      // Drained: the largest record fits again.
+      expect(prod.hasRoom(big)).toBe(true);
+      expect(sent).toBeGreaterThan(5000);
+    }
+  });
 });
+

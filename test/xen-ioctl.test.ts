@@ -723,7 +723,7 @@ describe("XenEventChannels over a socketpair standing in for /dev/xen/evtchn", (
   function standIn() {
     const [fd, kernel] = libc.socketpair();
     const kickFd = libc.eventfd();
-    const h = new XenEventChannels(3, fd, kickFd, true);
+    const h = new XenEventChannels(3, fd, kickFd, "owner");
     const fire = (...ports: number[]) => {
       const b = new Uint8Array(4 * ports.length);
       const v = new DataView(b.buffer);

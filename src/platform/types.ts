@@ -156,6 +156,29 @@ export interface EventChannels {
   close(): void;
 }
 
+/**
+ * What one thread blocks on to hear many rings at once (a pool worker): an event-channel handle
+ * that ports of this machine's domains are bound through (`Platform.eventChannelsVia`), and
+ * that other threads kick. On real Xen it is one open /dev/xen/evtchn (every port of the
+ * process belongs to its one domain) plus an eventfd; in the simulation, where domains share
+ * a process, one handle holds the ports of several domains.
+ */
+export interface EventWaiter {
+  /**
+   * Block until a port bound through this waiter fires, a kick, or the timeout (ms; 0: do not
+   * block). `out` is emptied and filled with [domid, port] pairs; each fired port is masked
+   * until unmasked. Returns `out`.
+   */
+  wait(timeoutMs: number, out: number[]): number[];
+  unmask(domid: DomId, port: Port): void;
+  /** Wake whoever waits, with no port. */
+  kick(): void;
+  /** Postable; `Platform.openEventWaiter(descriptor)` in a worker gives a view of the same handle. */
+  readonly descriptor: unknown;
+  /** Unbind every port still bound through it and close it (the view that opened it only). */
+  close(): void;
+}
+
 /** Xenstore permissions: the first entry names the owner and everyone's default access. */
 export type PermAccess = "n" | "r" | "w" | "b";
 export interface Perm {
@@ -213,6 +236,15 @@ export interface Platform {
   openEventChannels(): EventChannels;
   /** Rewrap a handle another thread opened, from its descriptor. */
   openEventChannels(descriptor: unknown): EventChannels;
+  /** Open a waiter (see EventWaiter); it belongs to the machine, not to this domain's devices. */
+  openEventWaiter(): EventWaiter;
+  /** Rewrap a waiter another thread opened, from its descriptor. */
+  openEventWaiter(descriptor: unknown): EventWaiter;
+  /**
+   * This domain's event channels, bound through `waiter`: the ports it allocates or binds fire
+   * into the waiter. Closing the view unbinds only its own ports; the waiter stays open.
+   */
+  eventChannelsVia(waiter: EventWaiter): EventChannels;
   readonly xenstore: XenStore;
   /**
    * Claim the device end whose xenstore directory is `dir`, so two users on this machine never

@@ -9,6 +9,13 @@
  * spare slot. Who wakes whom is the caller's business: each side raises a "waiting" flag
  * before it sleeps, and the other side wakes it only when the flag is up, so a busy queue
  * costs no wake-up at all.
+ *
+ * Memory: the capacity is virtual (a SharedArrayBuffer's pages are committed when first
+ * touched), and two rules keep the touched part small. A `window` bounds what may be queued
+ * (the capacity only has to be large enough for the largest record beside it), and a producer
+ * that finds the queue empty past its first pages starts again at the front. A queue whose
+ * consumer keeps up stays in a few hot pages, whatever its capacity: a thousand devices do
+ * not each cost a megabyte.
  */
 
 const PROD = 0; // bytes produced (u32, free-running)
@@ -24,13 +31,25 @@ const SKIP = 0xffffffff;
 export interface FrameQueueState {
   buffer: SharedArrayBuffer;
   capacity: number;
+  /** Bytes (headers included) the queue may hold at once; a record always fits an empty queue. */
+  window: number;
 }
 
-export function createFrameQueueState(capacity: number): FrameQueueState {
+/**
+ * The producer starts again at the front when it finds the queue empty beyond this offset.
+ * Until the consumer has read past the skip this leaves behind, the front holds no more than
+ * that: large enough for a burst, small enough to stay in a few pages.
+ */
+const RESET_AT = 32768;
+
+export function createFrameQueueState(capacity: number, window = capacity): FrameQueueState {
   if (!Number.isInteger(Math.log2(capacity)) || capacity < 4096) {
     throw new RangeError(`frame queue capacity must be a power of two >= 4096, got ${capacity}`);
   }
-  return { buffer: new SharedArrayBuffer(HEADER_WORDS * 4 + capacity), capacity };
+  if (!Number.isInteger(window) || window < 1 || window > capacity) {
+    throw new RangeError(`frame queue window must be an integer in 1..${capacity}, got ${window}`);
+  }
+  return { buffer: new SharedArrayBuffer(HEADER_WORDS * 4 + capacity), capacity, window };
 }
 
 function align8(n: number): number {
@@ -42,7 +61,18 @@ export class FrameQueue {
   readonly data: Uint8Array;
   private readonly dv: DataView;
   readonly capacity: number;
+  readonly window: number;
   private readonly mask: number;
+  private readonly resetAt: number;
+  /**
+   * Producer-private: a reset (the skip written when the queue was empty, back to the front)
+   * that the consumer has not passed yet. Until it has, records written since must end
+   * before the skip marker at `skipAt`, which it has still to read. -1: none pending.
+   */
+  private skipAt = -1;
+  private skipEnd = 0;
+  /** Producer-private: the reserved record starts a reset at this offset (published by commit). */
+  private resetFrom = -1;
   /** The largest record that can always be queued once the queue drains. */
   readonly maxRecord: number;
   /**
@@ -56,7 +86,9 @@ export class FrameQueue {
 
   constructor(readonly state: FrameQueueState) {
     this.capacity = state.capacity;
+    this.window = state.window ?? state.capacity;
     this.mask = state.capacity - 1;
+    this.resetAt = Math.min(RESET_AT, state.capacity / 4);
     this.ctl = new Int32Array(state.buffer, 0, HEADER_WORDS);
     this.data = new Uint8Array(state.buffer, HEADER_WORDS * 4, state.capacity);
     this.dv = new DataView(state.buffer, HEADER_WORDS * 4, state.capacity);
@@ -76,13 +108,21 @@ export class FrameQueue {
     const prod = this.ctl[PROD]! >>> 0; // only the producer writes it: no atomic read needed
     const need = RECORD_HEADER + align8(len);
     const at = prod & this.mask;
+    this.resetFrom = -1;
+    if (this.skipAt >= 0) this.checkSkipPassed();
+    if (this.skipAt < 0 && at >= this.resetAt && need <= at) {
+      // Empty, and past the first pages: start again at the front (see the class comment).
+      // The skip is published with the record, by commit: a reservation that is never
+      // committed leaves nothing behind.
+      this.seenCons = Atomics.load(this.ctl, CONS) >>> 0;
+      if (this.seenCons === prod) {
+        this.resetFrom = at;
+        return RECORD_HEADER;
+      }
+    }
     const tail = this.capacity - at;
     const total = tail < need ? tail + need : need;
-    if (((prod - this.seenCons) >>> 0) + total > this.capacity) {
-      // Full as far as we last looked: look again (the consumer only ever frees space).
-      this.seenCons = Atomics.load(this.ctl, CONS) >>> 0;
-      if (((prod - this.seenCons) >>> 0) + total > this.capacity) return -1;
-    }
+    if (!this.fits(prod, need, total)) return -1;
     if (tail < need) {
       // Skip to the start.
       if (tail >= 4) this.dv.setUint32(at, SKIP, true);
@@ -92,13 +132,37 @@ export class FrameQueue {
     return at + RECORD_HEADER;
   }
 
-  /** Whether a record of `len` bytes would fit now (no side effects). */
+  /** The consumer has read past the reset skip: the whole queue is ours again. */
+  private checkSkipPassed(): void {
+    const cons = Atomics.load(this.ctl, CONS) >>> 0;
+    if (((cons - this.skipEnd) >>> 0) <= this.capacity) this.skipAt = -1;
+  }
+
+  /**
+   * Whether `total` bytes (a record of `need`, after a skip to the front if it does not fit
+   * before the end) may be queued at `prod`: within the window, or alone in an empty queue;
+   * and, while a reset skip is pending, clear of its marker.
+   */
+  private fits(prod: number, need: number, total: number): boolean {
+    if (this.skipAt >= 0) {
+      // Written since the reset, from the front (at least the record that made it).
+      const since = (prod - this.skipEnd) >>> 0;
+      return total === need && since + need <= this.skipAt && since + need <= this.window;
+    }
+    const room = (used: number) => used + total <= this.capacity && (used === 0 || used + total <= this.window);
+    if (room((prod - this.seenCons) >>> 0)) return true;
+    // Full as far as we last looked: look again (the consumer only ever frees space).
+    this.seenCons = Atomics.load(this.ctl, CONS) >>> 0;
+    return room((prod - this.seenCons) >>> 0);
+  }
+
+  /** Whether a record of `len` bytes would fit now (producer side; no side effects but a fresh look). */
   hasRoom(len: number): boolean {
     const prod = Atomics.load(this.ctl, PROD) >>> 0;
-    const used = (prod - (Atomics.load(this.ctl, CONS) >>> 0)) >>> 0;
+    if (this.skipAt >= 0) this.checkSkipPassed();
     const need = RECORD_HEADER + align8(len);
     const tail = this.capacity - (prod & this.mask);
-    return used + need + (tail < need ? tail : 0) <= this.capacity;
+    return this.fits(prod, need, tail < need ? tail + need : need);
   }
 
   /** Publish the record reserved at `offset` (as returned by reserve). */
@@ -106,8 +170,16 @@ export class FrameQueue {
     const at = offset - RECORD_HEADER;
     this.dv.setUint32(at, len, true);
     this.dv.setUint32(at + 4, meta, true);
+    let prod = this.ctl[PROD]! >>> 0;
+    if (this.resetFrom >= 0) {
+      // The skip marker, then the index past it: the consumer jumps to the front and finds the record.
+      this.dv.setUint32(this.resetFrom, SKIP, true);
+      this.skipAt = this.resetFrom;
+      this.skipEnd = prod = (prod + this.capacity - this.resetFrom) >>> 0;
+      this.resetFrom = -1;
+    }
     // The store publishes the record: it orders the bytes above before the new index.
-    Atomics.store(this.ctl, PROD, (this.ctl[PROD]! + RECORD_HEADER + align8(len)) | 0);
+    Atomics.store(this.ctl, PROD, (prod + RECORD_HEADER + align8(len)) | 0);
   }
 
   /** Copy-in convenience: false when full. */
@@ -185,11 +257,12 @@ export class FrameQueue {
   }
 
   /**
-   * A waiting producer is worth waking: the queue has drained to half. Waking it as soon as one
-   * record frees would make a full queue cost one cross-thread wake-up (20–40 µs) per frame.
+   * A waiting producer is worth waking: the queue has drained to half its window. Waking it
+   * as soon as one record frees would make a full queue cost one cross-thread wake-up
+   * (20–40 µs) per frame.
    */
   producerShouldWake(): boolean {
-    return this.producerWaiting() && this.usedBytes() <= this.capacity / 2;
+    return this.producerWaiting() && this.usedBytes() <= this.window / 2;
   }
 
   /** The words to sleep on with Atomics.wait/waitAsync: PROD for a consumer, CONS for a producer. */

@@ -4,8 +4,12 @@
  * fires it is masked and queued on its handle, and stays masked until unmasked. All state is
  * in SharedArrayBuffers, so a notify in one thread wakes a waiter in another (Atomics.notify
  * on the handle's wake word), and a worker can rewrap a handle opened elsewhere.
+ *
+ * A handle belongs to its home domain. A waiter (SimEventWaiter, for a pool worker) is a
+ * handle of domain 0 that other domains bind ports through: the simulation's stand-in for one
+ * process per domain, each with its own /dev/xen/evtchn. Its queue entries carry the domain.
  */
-import { PlatformError, type DomId, type EventChannels, type Port } from "../types.ts";
+import { PlatformError, type DomId, type EventChannels, type EventWaiter, type Port } from "../types.ts";
 
 // Port entry fields (Int32 each).
 const P_STATE = 0;
@@ -21,14 +25,18 @@ const UNBOUND = 1; // allocated for a remote domain, not (or no longer) connecte
 const INTERDOMAIN = 2;
 const RESERVED = 3; // claimed, being set up
 
-// Handle fields: state, domid, head, tail, wake sequence, then the queue of fired ports.
+// Handle fields: state, home domain, head, tail, wake sequence, ports bound through it, then
+// the queue of fired ports, each entry (domid << 16) | port (port 0 is never valid: 0 = empty).
 const H_STATE = 0;
 const H_DOMID = 1;
 const H_HEAD = 2;
 const H_TAIL = 3;
 /** Bumped by every enqueue and every kick: the one word a waiter sleeps on. */
 const H_WAKE = 4;
-const H_QUEUE = 5;
+const H_COUNT = 5;
+const H_QUEUE = 8;
+/** Ports per domain are numbered below 2^16, so a queue entry holds its domain too. */
+const MAX_PORTS_PER_DOMAIN = 1 << 16;
 
 export interface EventChannelState {
   ports: SharedArrayBuffer;
@@ -39,10 +47,13 @@ export interface EventChannelState {
 }
 
 export function createEventChannelState(maxDomains: number, portsPerDomain: number, maxHandles: number): EventChannelState {
+  if (!Number.isInteger(portsPerDomain) || portsPerDomain < 2 || portsPerDomain > MAX_PORTS_PER_DOMAIN) {
+    throw new RangeError(`portsPerDomain must be an integer in 2..${MAX_PORTS_PER_DOMAIN}, got ${portsPerDomain}`);
+  }
   return {
     ports: new SharedArrayBuffer(maxDomains * portsPerDomain * P_FIELDS * 4),
-    // A fired port is masked until taken, so each port is queued at most once: a queue of
-    // portsPerDomain entries never overflows.
+    // A fired port is masked until taken, so each port is queued at most once; a handle holds
+    // at most portsPerDomain ports (H_COUNT), so a queue of that many entries never overflows.
     handles: new SharedArrayBuffer(maxHandles * (H_QUEUE + portsPerDomain) * 4),
     maxDomains,
     portsPerDomain,
@@ -96,6 +107,7 @@ export class EventChannelTable {
         Atomics.store(this.h, b + H_HEAD, 0);
         Atomics.store(this.h, b + H_TAIL, 0);
         Atomics.store(this.h, b + H_WAKE, 0);
+        Atomics.store(this.h, b + H_COUNT, 0);
         this.h.fill(0, b + H_QUEUE, b + this.hStride);
         return i;
       }
@@ -124,13 +136,19 @@ export class EventChannelTable {
     Atomics.store(this.h, handle * this.hStride + H_STATE, 0);
   }
 
-  handleOpen(handle: number, domid: DomId): boolean {
+  /** The handle is open (and, when `domid` is given, is a handle of that home domain). */
+  handleOpen(handle: number, domid?: DomId): boolean {
     const b = handle * this.hStride;
-    return Atomics.load(this.h, b + H_STATE) === 1 && Atomics.load(this.h, b + H_DOMID) === domid;
+    return Atomics.load(this.h, b + H_STATE) === 1 && (domid === undefined || Atomics.load(this.h, b + H_DOMID) === domid);
   }
 
   /** Claim a free port of `domid` for `handle`, in state `state` towards `remoteDom`. */
   claimPort(domid: DomId, handle: number, remoteDom: DomId, op: string): Port {
+    const count = handle * this.hStride + H_COUNT;
+    if (Atomics.add(this.h, count, 1) >= this.perDomain) {
+      Atomics.sub(this.h, count, 1);
+      throw new PlatformError("ENOSPC", op, `event-channel handle ${handle} already holds ${this.perDomain} ports`);
+    }
     for (let port = 1; port < this.perDomain; port++) {
       const b = this.pb(domid, port);
       if (Atomics.compareExchange(this.p, b + P_STATE, FREE, RESERVED) !== FREE) continue;
@@ -141,7 +159,15 @@ export class EventChannelTable {
       Atomics.store(this.p, b + P_HANDLE, handle);
       return port;
     }
+    Atomics.sub(this.h, count, 1);
     throw new PlatformError("ENOSPC", op, `domain ${domid} has no free event-channel port (${this.perDomain - 1} ports)`);
+  }
+
+  /** Give a claimed port back (and its place on its handle). */
+  private freePort(b: number): void {
+    Atomics.sub(this.h, Atomics.load(this.p, b + P_HANDLE) * this.hStride + H_COUNT, 1);
+    Atomics.store(this.p, b + P_PENDING, 0);
+    Atomics.store(this.p, b + P_STATE, FREE);
   }
 
   allocUnbound(domid: DomId, handle: number, remoteDom: DomId): Port {
@@ -163,7 +189,7 @@ export class EventChannelTable {
     const lb = this.pb(domid, port);
     // Connect the remote end first; if another domain won the race, give our port back.
     if (Atomics.compareExchange(this.p, rb + P_STATE, UNBOUND, RESERVED) !== UNBOUND) {
-      Atomics.store(this.p, lb + P_STATE, FREE);
+      this.freePort(lb);
       throw new PlatformError("EINVAL", op, `port ${remotePort} of domain ${remoteDom} was bound concurrently`);
     }
     Atomics.store(this.p, rb + P_REMOTE_PORT, port);
@@ -188,14 +214,14 @@ export class EventChannelTable {
     const b = this.pb(domid, port);
     Atomics.store(this.p, b + P_PENDING, 1);
     if (Atomics.compareExchange(this.p, b + P_MASKED, 0, 1) !== 0) return;
-    this.enqueue(Atomics.load(this.p, b + P_HANDLE), port);
+    this.enqueue(Atomics.load(this.p, b + P_HANDLE), domid, port);
   }
 
-  private enqueue(handle: number, port: Port): void {
+  private enqueue(handle: number, domid: DomId, port: Port): void {
     const hb = handle * this.hStride;
     const slot = Atomics.add(this.h, hb + H_TAIL, 1);
-    // Claimed before written: the consumer waits for the nonzero port (port 0 is never valid).
-    Atomics.store(this.h, hb + H_QUEUE + (slot % this.perDomain), port);
+    // Claimed before written: the consumer waits for the nonzero entry (port 0 is never valid).
+    Atomics.store(this.h, hb + H_QUEUE + (slot % this.perDomain), (domid << 16) | port);
     this.wake(handle);
   }
 
@@ -210,7 +236,7 @@ export class EventChannelTable {
     Atomics.store(this.p, b + P_MASKED, 0);
     // An event that arrived while masked fires now, as a real unmask does.
     if (Atomics.load(this.p, b + P_PENDING) === 1 && Atomics.compareExchange(this.p, b + P_MASKED, 0, 1) === 0) {
-      this.enqueue(handle, port);
+      this.enqueue(handle, domid, port);
     }
   }
 
@@ -223,28 +249,33 @@ export class EventChannelTable {
       Atomics.store(this.p, rb + P_REMOTE_PORT, 0);
       Atomics.compareExchange(this.p, rb + P_STATE, INTERDOMAIN, UNBOUND);
     }
-    Atomics.store(this.p, b + P_PENDING, 0);
-    Atomics.store(this.p, b + P_STATE, FREE);
+    this.freePort(b);
   }
 
-  /** Take queued ports of `handle` into `out` (emptied first): each is masked until unmasked. */
-  take(handle: number, out: Port[]): Port[] {
+  /**
+   * Take queued ports of `handle` into `out` (emptied first): each is masked until unmasked.
+   * `pairs`: as [domid, port] pairs (a waiter, which holds ports of several domains); else
+   * ports only (a handle holds its home domain's).
+   */
+  take(handle: number, out: Port[], pairs = false): Port[] {
     const hb = handle * this.hStride;
     out.length = 0;
     let head = Atomics.load(this.h, hb + H_HEAD);
     const tail = Atomics.load(this.h, hb + H_TAIL);
     while (head !== tail) {
       const q = hb + H_QUEUE + (head % this.perDomain);
-      let port = Atomics.load(this.h, q);
-      while (port === 0) port = Atomics.load(this.h, q); // a producer between claim and write
+      let entry = Atomics.load(this.h, q);
+      while (entry === 0) entry = Atomics.load(this.h, q); // a producer between claim and write
       Atomics.store(this.h, q, 0);
       head = (head + 1) | 0;
-      const domid = Atomics.load(this.h, hb + H_DOMID);
+      const domid = entry >>> 16;
+      const port = entry & 0xffff;
       const b = this.pb(domid, port);
       // A port unbound (or rebound elsewhere) after it was queued carries nothing for us.
       if (Atomics.load(this.p, b + P_STATE) !== FREE && Atomics.load(this.p, b + P_HANDLE) === handle) {
         Atomics.store(this.p, b + P_PENDING, 0);
-        out.push(port);
+        if (pairs) out.push(domid, port);
+        else out.push(port);
       }
     }
     Atomics.store(this.h, hb + H_HEAD, head);
@@ -254,6 +285,13 @@ export class EventChannelTable {
   /** The word a waiter sleeps on. */
   wakeWord(handle: number): { array: Int32Array; index: number } {
     return { array: this.h, index: handle * this.hStride + H_WAKE };
+  }
+
+  /** Every [domid, port] bound through `handle`, in any domain. */
+  portsThrough(handle: number): [DomId, Port][] {
+    const out: [DomId, Port][] = [];
+    for (let d = 0; d < this.maxDomains; d++) for (const port of this.portsOf(d, handle)) out.push([d, port]);
+    return out;
   }
 
   portsOf(domid: DomId, handle: number): Port[] {
@@ -296,9 +334,101 @@ export interface SimEventChannelsDescriptor {
   state: EventChannelState;
   domid: DomId;
   handle: number;
+  /** A domain's view of a waiter's handle (SimEventWaiter). */
+  via?: boolean;
 }
 
-/** One open "/dev/xen/evtchn" of a domain. */
+export interface SimEventWaiterDescriptor {
+  kind: "sim-evtchn-waiter";
+  state: EventChannelState;
+  handle: number;
+}
+
+/**
+ * A pool worker's handle: a handle of domain 0 (which is never destroyed) that the ports of
+ * any domain can be bound through (`viewFor`); `wait` gives [domid, port] pairs.
+ */
+export class SimEventWaiter implements EventWaiter {
+  private closed = false;
+  private readonly wakeWord: { array: Int32Array; index: number };
+  private seen: number;
+
+  constructor(
+    private readonly t: EventChannelTable,
+    readonly handle: number,
+    private readonly owner: boolean,
+  ) {
+    this.wakeWord = t.wakeWord(handle);
+    this.seen = Atomics.load(this.wakeWord.array, this.wakeWord.index);
+  }
+
+  static open(t: EventChannelTable): SimEventWaiter {
+    return new SimEventWaiter(t, t.openHandle(0), true);
+  }
+
+  static fromDescriptor(t: EventChannelTable, descriptor: unknown): SimEventWaiter {
+    const d = descriptor as Partial<SimEventWaiterDescriptor> | null;
+    if (d?.kind !== "sim-evtchn-waiter" || typeof d.handle !== "number") {
+      throw new PlatformError("EINVAL", "evtchn.openWaiter", "not a simulated event-channel waiter");
+    }
+    return new SimEventWaiter(t, d.handle, false);
+  }
+
+  get descriptor(): SimEventWaiterDescriptor {
+    return { kind: "sim-evtchn-waiter", state: this.t.state, handle: this.handle };
+  }
+
+  /** Domain `domid`'s event channels, bound through this waiter. */
+  viewFor(domid: DomId): SimEventChannels {
+    return new SimEventChannels(this.t, domid, this.handle, true);
+  }
+
+  private live(op: string): void {
+    if (this.closed || !this.t.handleOpen(this.handle, 0)) throw new PlatformError("ECLOSED", op, `event-channel waiter ${this.handle} is closed`);
+  }
+
+  wait(timeoutMs: number, out: number[]): number[] {
+    this.live("evtchn.wait");
+    const deadline = performance.now() + timeoutMs;
+    for (;;) {
+      // Read the wake word before taking, so an event or kick in between is not lost.
+      const seen = Atomics.load(this.wakeWord.array, this.wakeWord.index);
+      this.t.take(this.handle, out, true);
+      if (out.length > 0 || seen !== this.seen) {
+        this.seen = seen;
+        return out;
+      }
+      const left = deadline - performance.now();
+      if (left <= 0) return out;
+      Atomics.wait(this.wakeWord.array, this.wakeWord.index, seen, left);
+      if (this.closed || !this.t.handleOpen(this.handle, 0)) return out;
+    }
+  }
+
+  unmask(domid: DomId, port: Port): void {
+    this.live("evtchn.unmask");
+    this.t.unmask(domid, this.handle, port);
+  }
+
+  kick(): void {
+    this.live("evtchn.kick");
+    this.t.wake(this.handle);
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    if (!this.owner) return;
+    for (const [d, port] of this.t.portsThrough(this.handle)) this.t.unbind(d, this.handle, port);
+    this.t.closeHandle(this.handle);
+    this.t.wake(this.handle);
+  }
+}
+
+/**
+ * One open "/dev/xen/evtchn" of a domain; or (`via`) a domain's view of a waiter's handle,
+ * whose ports fire into the waiter and which never closes the handle itself.
+ */
 export class SimEventChannels implements EventChannels {
   private closed = false;
   private readonly wakeWord: { array: Int32Array; index: number };
@@ -307,6 +437,7 @@ export class SimEventChannels implements EventChannels {
     private readonly t: EventChannelTable,
     readonly domid: DomId,
     readonly handle: number,
+    private readonly via = false,
   ) {
     this.wakeWord = t.wakeWord(handle);
     // A new view (a worker's rewrap) starts level: wake-ups before it existed are not its own.
@@ -314,7 +445,7 @@ export class SimEventChannels implements EventChannels {
   }
 
   get descriptor(): SimEventChannelsDescriptor {
-    return { kind: "sim-evtchn", state: this.t.state, domid: this.domid, handle: this.handle };
+    return { kind: "sim-evtchn", state: this.t.state, domid: this.domid, handle: this.handle, via: this.via };
   }
 
   private live(op: string): void {
@@ -376,7 +507,7 @@ export class SimEventChannels implements EventChannels {
 
   /** Closed here, or by another thread holding the same handle. */
   private gone(): boolean {
-    return this.closed || !this.t.handleOpen(this.handle, this.domid);
+    return this.closed || !this.t.handleOpen(this.handle, this.via ? undefined : this.domid);
   }
 
   async waitAsync(timeoutMs = Infinity): Promise<Port[]> {
@@ -396,8 +527,9 @@ export class SimEventChannels implements EventChannels {
 
   close(): void {
     if (this.closed) return;
-    for (const port of this.t.portsOf(this.domid, this.handle)) this.t.unbind(this.domid, this.handle, port);
+    if (!this.gone()) for (const port of this.t.portsOf(this.domid, this.handle)) this.t.unbind(this.domid, this.handle, port);
     this.closed = true;
+    if (this.via) return; // the waiter's handle stays open
     this.t.closeHandle(this.handle);
     // Wake any waiter on this handle, in any thread, so it sees the close.
     this.t.wake(this.handle);

@@ -1,6 +1,6 @@
 /** One domain's view of the simulated hypervisor: the Platform interface, sim flavour. */
-import { PlatformError, type DeviceClaim, type DomId, type EventChannels, type Platform, type PlatformDescriptor } from "../types.ts";
-import { SimEventChannels, type SimEventChannelsDescriptor } from "./event-channels.ts";
+import { PlatformError, type DeviceClaim, type DomId, type EventChannels, type EventWaiter, type Platform, type PlatformDescriptor } from "../types.ts";
+import { SimEventChannels, SimEventWaiter, type SimEventChannelsDescriptor } from "./event-channels.ts";
 import { SimGrantTable } from "./grant-table.ts";
 import type { SimHypervisor } from "./hypervisor.ts";
 import { SimXenStore } from "./xenstore.ts";
@@ -43,9 +43,18 @@ export class SimPlatform implements Platform {
         throw new PlatformError("EINVAL", "evtchn.open", `not a simulated event-channel handle of domain ${this.domid}`);
       }
       // A rewrapped handle belongs to the thread that opened it: closing ours must not close theirs.
-      h = new SimEventChannels(this.hv.evtchn, this.domid, d.handle);
+      h = new SimEventChannels(this.hv.evtchn, this.domid, d.handle, d.via === true);
     }
     return h;
+  }
+
+  openEventWaiter(descriptor?: unknown): EventWaiter {
+    return descriptor === undefined ? SimEventWaiter.open(this.hv.evtchn) : SimEventWaiter.fromDescriptor(this.hv.evtchn, descriptor);
+  }
+
+  eventChannelsVia(waiter: EventWaiter): EventChannels {
+    if (!(waiter instanceof SimEventWaiter)) throw new PlatformError("EINVAL", "evtchn.via", "not a waiter of this simulated machine");
+    return waiter.viewFor(this.domid);
   }
 
   /** Close the xenstore connection and every event-channel handle this view opened. */

@@ -22,7 +22,7 @@ import {
   encodeEvtchnBindUnboundPort,
   encodeEvtchnPort,
 } from "../../ffi/xen-ioctl.ts";
-import { PlatformError, type DomId, type EventChannels, type Port } from "../types.ts";
+import { PlatformError, type DomId, type EventChannels, type EventWaiter, type Port } from "../types.ts";
 
 export const EVTCHN_DEVICE = "/dev/xen/evtchn";
 
@@ -31,7 +31,16 @@ export interface XenEventChannelsDescriptor {
   domid: DomId;
   fd: number;
   kickFd: number;
+  /** A view that binds through a waiter's descriptors (its close unbinds its own ports). */
+  via?: boolean;
 }
+
+/**
+ * Who closes what: the `owner` opened the descriptors and closes them (which unbinds every
+ * port); a `view` (a worker's rewrap) closes nothing; a `via` view of a waiter's descriptors
+ * unbinds the ports it bound and leaves the descriptors open.
+ */
+type Mode = "owner" | "view" | "via";
 
 /** Pending ports one read() takes at most. */
 const READ_PORTS = 1024;
@@ -66,7 +75,7 @@ export class XenEventChannels implements EventChannels {
       libc.close(fd);
       throw e;
     }
-    return new XenEventChannels(domid, fd, kickFd, true);
+    return new XenEventChannels(domid, fd, kickFd, "owner");
   }
 
   /** Rewrap a handle another thread opened (same process: the descriptors are shared). */
@@ -75,7 +84,7 @@ export class XenEventChannels implements EventChannels {
     if (d?.kind !== "xen-evtchn" || d.domid !== domid || typeof d.fd !== "number" || typeof d.kickFd !== "number") {
       throw new PlatformError("EINVAL", "evtchn.open", `not an event-channel handle of domain ${domid}`);
     }
-    return new XenEventChannels(domid, d.fd, d.kickFd, false);
+    return new XenEventChannels(domid, d.fd, d.kickFd, d.via === true ? "via" : "view");
   }
 
   /**
@@ -86,13 +95,18 @@ export class XenEventChannels implements EventChannels {
     readonly domid: DomId,
     readonly fd: number,
     readonly kickFd: number,
-    private readonly owner: boolean,
+    private readonly mode: Mode,
   ) {
     this.pollSet = new libc.PollSet([fd, kickFd], libc.POLLIN);
   }
 
   get descriptor(): XenEventChannelsDescriptor {
-    return { kind: "xen-evtchn", domid: this.domid, fd: this.fd, kickFd: this.kickFd };
+    return { kind: "xen-evtchn", domid: this.domid, fd: this.fd, kickFd: this.kickFd, via: this.mode === "via" };
+  }
+
+  /** A view binding through the same descriptors, whose close unbinds only its own ports. */
+  via(): XenEventChannels {
+    return new XenEventChannels(this.domid, this.fd, this.kickFd, "via");
   }
 
   private live(op: string): void {
@@ -198,7 +212,7 @@ export class XenEventChannels implements EventChannels {
   /** Unbind this handle's ports (the owner closes the descriptors, which unbinds the rest). */
   close(): void {
     if (this.closed) return;
-    if (this.owner) {
+    if (this.mode !== "view") {
       for (const p of this.bound) {
         try {
           this.unbind(p);
@@ -214,7 +228,8 @@ export class XenEventChannels implements EventChannels {
       for (const w of [...a.wakers]) w();
       a.cancel();
     }
-    if (this.owner) {
+    if (this.mode === "via") return;
+    if (this.mode === "owner") {
       // The streams let go of the descriptors asynchronously; close them after.
       const closeFds = () => {
         libc.close(this.fd, "evtchn.close");
@@ -290,5 +305,49 @@ export class XenEventChannels implements EventChannels {
     })().catch(() => {});
     this.asyncReaders = a;
     return a;
+  }
+}
+
+/**
+ * A pool worker's handle on real Xen: one /dev/xen/evtchn and its kick eventfd. Every port of
+ * the process belongs to its one domain, so the pairs `wait` gives all carry that domain.
+ */
+export class XenEventWaiter implements EventWaiter {
+  private constructor(private readonly h: XenEventChannels) {}
+
+  static open(domid: DomId, device: string = EVTCHN_DEVICE): XenEventWaiter {
+    return new XenEventWaiter(XenEventChannels.open(domid, device));
+  }
+
+  static fromDescriptor(domid: DomId, descriptor: unknown): XenEventWaiter {
+    return new XenEventWaiter(XenEventChannels.fromDescriptor(domid, descriptor));
+  }
+
+  get descriptor(): XenEventChannelsDescriptor {
+    return this.h.descriptor;
+  }
+
+  /** This domain's event channels bound through this waiter. */
+  view(): XenEventChannels {
+    return this.h.via();
+  }
+
+  wait(timeoutMs: number, out: number[]): number[] {
+    out.length = 0;
+    for (const port of this.h.wait(timeoutMs)) out.push(this.h.domid, port);
+    return out;
+  }
+
+  unmask(domid: DomId, port: Port): void {
+    if (domid !== this.h.domid) throw new PlatformError("EINVAL", "evtchn.unmask", `port ${port} of domain ${domid} is not bound in this domain (${this.h.domid})`);
+    this.h.unmask(port);
+  }
+
+  kick(): void {
+    this.h.kick();
+  }
+
+  close(): void {
+    this.h.close();
   }
 }

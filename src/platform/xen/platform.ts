@@ -10,9 +10,9 @@
  * A worker's view opens its own gntalloc/gntdev descriptors and xenstore connection (lazily);
  * event-channel handles cross as descriptors (fd numbers, valid in every thread).
  */
-import { PlatformError, type DeviceClaim, type DomId, type EventChannels, type Platform, type PlatformDescriptor } from "../types.ts";
+import { PlatformError, type DeviceClaim, type DomId, type EventChannels, type EventWaiter, type Platform, type PlatformDescriptor } from "../types.ts";
 import { claimXenDevice } from "./device-lock.ts";
-import { EVTCHN_DEVICE, XenEventChannels } from "./event-channels.ts";
+import { EVTCHN_DEVICE, XenEventChannels, XenEventWaiter } from "./event-channels.ts";
 import { GNTALLOC_DEVICE, GNTDEV_DEVICE, XenGrantTable } from "./grant-table.ts";
 import { XenStoreClient, type XenStoreClientOptions } from "./xenstore-client.ts";
 import { XENBUS_DEVICE, XENSTORED_SOCKETS, connectXenstoredSocket, deferredTransport, openXenbusDevice } from "./xenstore-transport.ts";
@@ -65,6 +65,15 @@ export class XenPlatform implements Platform {
 
   get descriptor(): PlatformDescriptor {
     return { kind: "xen", domid: this.domid, params: this.params };
+  }
+
+  openEventWaiter(descriptor?: unknown): EventWaiter {
+    return descriptor === undefined ? XenEventWaiter.open(this.domid, this.params.devices.evtchn) : XenEventWaiter.fromDescriptor(this.domid, descriptor);
+  }
+
+  eventChannelsVia(waiter: EventWaiter): EventChannels {
+    if (!(waiter instanceof XenEventWaiter)) throw new PlatformError("EINVAL", "evtchn.via", "not a real-Xen event-channel waiter");
+    return waiter.view();
   }
 
   claimDevice(dir: string): DeviceClaim | null {
