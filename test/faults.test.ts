@@ -15,7 +15,7 @@ describe("faults", () => {
         const handle = (dev as unknown as Record<string, { worker: Worker }>)[which]!;
         handle.worker.terminate();
         await until(() => !front.connected && !back.connected);
-        await expect(dev.write(new Uint8Array(60))).rejects.toThrow(/DISCONNECTED: ring worker stopped: .* worker exited unexpectedly/);
+        await expect(dev.write(new Uint8Array(60))).rejects.toThrow(/DISCONNECTED: ring worker stopped: .*the pool worker exited/);
         await front.disconnect();
         await back.disconnect();
         expect(await vif.dom0.xenstore.read(`${vif.paths.frontPath}/state`)).toBe("6");

@@ -10,7 +10,8 @@ import { Counter } from "../workers/control.ts";
 import { NetError } from "./errors.ts";
 import { FrameReader } from "./frame-reader.ts";
 import { FrameWriter } from "./frame-writer.ts";
-import type { RingWorkerHandle } from "./ring-worker-handle.ts";
+import type { RoleHandle } from "./role-handle.ts";
+import { FrameQueue, type FrameQueueState } from "../workers/frame-queue.ts";
 import { describeThrown } from "./thrown.ts";
 
 /** Checksum state of a frame, as the netif flags carry it. */
@@ -60,6 +61,18 @@ export interface FlagCodec {
 
 export type FrameListener = (frame: Uint8Array, info: FrameInfo) => void;
 
+/**
+ * The queues a device's data path uses for its whole life, and how it learns that a worker
+ * touched them: `attach` hands the pool's doorbell the writer's and the reader's handlers.
+ */
+export interface DataPath {
+  sendQueue: FrameQueueState;
+  recvQueue: FrameQueueState;
+  attach(onSendBell: () => void, onRecvBell: () => void): void;
+  /** The device is closed for good: the bells go. */
+  detach(): void;
+}
+
 /** Frames an async iterator may buffer before receiving pauses until it catches up. */
 const ITERATOR_HIGH_WATER = 4096;
 
@@ -86,21 +99,25 @@ export abstract class NetDevice {
   private receiveForClose = false;
 
   constructor(
-    /** The worker that owns the ring we send on (replaced when the device reconnects). */
-    protected sender: RingWorkerHandle,
-    /** The worker that owns the ring we receive from (replaced when the device reconnects). */
-    protected receiver: RingWorkerHandle,
+    /** The ring we send on (replaced when the device reconnects). */
+    protected sender: RoleHandle,
+    /** The ring we receive from (replaced when the device reconnects). */
+    protected receiver: RoleHandle,
     private readonly sendFlags: FlagCodec,
     private readonly recvFlags: FlagCodec,
     protected readonly log: Logger,
+    private readonly path: DataPath,
   ) {
-    this.writer = new FrameWriter(sender.queue, {
+    // The main thread's ends of the queues live as long as the device: they carry the
+    // producer's and consumer's own positions across sessions.
+    this.writer = new FrameWriter(new FrameQueue(path.sendQueue), {
       minFrame: ETH_HLEN,
       maxFrame: () => this.maxFrameSize,
       wake: () => this.sender.kick(),
       closed: () => this.closedError,
     });
-    this.reader = new FrameReader(receiver.queue, (frame, meta) => this.deliver(frame, meta), () => this.receiver.kick());
+    this.reader = new FrameReader(new FrameQueue(path.recvQueue), (frame, meta) => this.deliver(frame, meta), () => this.receiver.kick());
+    path.attach(this.writer.onBell, this.reader.onBell);
   }
 
   /** Largest frame we may send now, Ethernet header included (it follows the current session). */
@@ -328,7 +345,7 @@ export abstract class NetDevice {
   }
 
   /** New workers on the same queues and counters (a reconnected device). */
-  protected replaceWorkers(sender: RingWorkerHandle, receiver: RingWorkerHandle): void {
+  protected replaceWorkers(sender: RoleHandle, receiver: RoleHandle): void {
     this.sender = sender;
     this.receiver = receiver;
   }
@@ -352,7 +369,9 @@ export abstract class NetDevice {
     this.closedError ??= reason;
     this.receiveForClose = true;
     this.reader.drainAll();
-    await this.reader.stop();
+    this.reader.stop();
+    this.writer.closed();
+    this.path.detach();
     for (const it of this.iterators) it.end();
     const unsent = this.unsettled();
     if (unsent > 0) {

@@ -1,8 +1,9 @@
 /**
- * The main thread's end of a receive queue: drains it without blocking the event loop and
- * hands each frame to a sink as a view into the queue, valid only during the call (the sink
- * copies what it keeps). Sleeps on the producer index with Atomics.waitAsync; the worker
- * wakes it only when it says it is waiting.
+ * The main thread's end of a receive queue: hands each frame to a sink as a view into the
+ * queue, valid only during the call (the sink copies what it keeps). It runs when the pool's
+ * doorbell says the worker committed frames while we waited (`onBell`), drains up to a batch,
+ * yields to the event loop when there is more, and otherwise raises the queue's "consumer
+ * waiting" flag and looks once more before it waits: no timer, no promise per wait.
  */
 import { FrameQueue } from "../workers/frame-queue.ts";
 
@@ -11,7 +12,7 @@ const BATCH = 256;
 
 export class FrameReader {
   private running = false;
-  private loop: Promise<void> | null = null;
+  private scheduled = false;
 
   constructor(
     private readonly q: FrameQueue,
@@ -23,8 +24,7 @@ export class FrameReader {
   start(): void {
     if (this.running) return;
     this.running = true;
-    // A loop that is still winding down from a pause sees `running` again and goes on.
-    this.loop ??= this.run().finally(() => (this.loop = null));
+    this.schedule();
   }
 
   /** Stop delivering (frames stay queued, and the worker stops when the queue fills). */
@@ -33,11 +33,14 @@ export class FrameReader {
   }
 
   /** Stop after the frame being delivered; frames still queued stay queued. */
-  async stop(): Promise<void> {
+  stop(): void {
     this.running = false;
-    Atomics.notify(this.q.ctl, FrameQueue.PROD);
-    await this.loop;
   }
+
+  /** The doorbell rang for this queue: frames arrived while we waited. */
+  readonly onBell = (): void => {
+    if (this.running) this.run();
+  };
 
   /** Deliver everything queued now, running or not (the last frames before a shutdown). */
   drainAll(): void {
@@ -63,22 +66,28 @@ export class FrameReader {
     return n;
   }
 
-  private async run(): Promise<void> {
+  private schedule(): void {
+    if (this.scheduled) return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      if (this.running) this.run();
+    });
+  }
+
+  private run(): void {
     const q = this.q;
-    while (this.running) {
-      if (this.drain() === BATCH) {
-        await new Promise((r) => setImmediate(r));
-        continue;
-      }
-      q.setConsumerWaiting(true);
-      const prod = Atomics.load(q.ctl, FrameQueue.PROD);
-      if (!q.isEmpty()) {
-        q.setConsumerWaiting(false);
-        continue;
-      }
-      const w = Atomics.waitAsync(q.ctl, FrameQueue.PROD, prod, 1000);
-      if (w.async) await w.value;
+    q.setConsumerWaiting(false);
+    if (this.drain() === BATCH) {
+      this.schedule();
+      return;
+    }
+    // Raise the flag, then look once more: a frame committed in between is not missed, and
+    // one committed after makes the worker ring.
+    q.setConsumerWaiting(true);
+    if (!q.isEmpty()) {
       q.setConsumerWaiting(false);
+      this.schedule();
     }
   }
 }

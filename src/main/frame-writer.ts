@@ -1,8 +1,9 @@
 /**
  * The main thread's end of a send queue. A write copies the frame into the queue and kicks the
- * worker only if it sleeps. When the queue is full, the write waits (Atomics.waitAsync on the
- * consumer index: no busy loop, the event loop stays free) and later writes queue up behind
- * it, so frames leave in the order they were written.
+ * worker only if it sleeps. When the queue is full, the write waits until the worker has
+ * drained it to half its window (the pool's doorbell rings `onBell`): no busy loop, the event
+ * loop stays free. Later writes queue up behind it, so frames leave in the order they were
+ * written.
  */
 import { NetError } from "./errors.ts";
 import { FrameQueue } from "../workers/frame-queue.ts";
@@ -17,9 +18,14 @@ export interface FrameWriterOptions {
   closed: () => NetError | null;
 }
 
+/** A waiting writer looks again this often even without a bell (a safety net, not the mechanism). */
+const RECHECK_MS = 1000;
+
 export class FrameWriter {
   /** The last write that had to wait; later writes wait behind it. */
   private tail: Promise<void> | null = null;
+  /** Writers waiting for room. */
+  private waiters: (() => void)[] = [];
   /** Frames committed to the queue over the writer's life, mod 2^32 (as Control.settled). */
   committed = 0;
 
@@ -93,15 +99,46 @@ export class FrameWriter {
       if (closed !== null) throw closed;
       if (this.tail === null && q.hasRoom(len)) return;
       await this.tail;
-      q.setProducerWaiting(true);
-      const cons = Atomics.load(q.ctl, FrameQueue.CONS);
-      if (q.hasRoom(len)) {
-        q.setProducerWaiting(false);
-        continue;
-      }
+      await this.roomFor(len);
+    }
+  }
+
+  /** The doorbell rang for this queue: the worker freed room while we waited. */
+  readonly onBell = (): void => {
+    this.wakeWaiters();
+  };
+
+  /** The device closed: waiting writers look again, and fail. */
+  closed(): void {
+    this.wakeWaiters();
+  }
+
+  private wakeWaiters(): void {
+    const w = this.waiters;
+    if (w.length === 0) return;
+    this.waiters = [];
+    for (const r of w) r();
+  }
+
+  /**
+   * Wait until a record of `len` bytes may fit: raise the producer flag, look once more, kick
+   * the worker (it may sleep with work it can now do), wait for the bell.
+   */
+  private async roomFor(len: number): Promise<void> {
+    const q = this.q;
+    q.setProducerWaiting(true);
+    try {
+      if (q.hasRoom(len) || this.opts.closed() !== null) return;
       this.opts.wake();
-      const w = Atomics.waitAsync(q.ctl, FrameQueue.CONS, cons, 1000);
-      if (w.async) await w.value;
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, RECHECK_MS);
+        timer.unref?.();
+        this.waiters.push(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    } finally {
       q.setProducerWaiting(false);
     }
   }
@@ -119,19 +156,11 @@ export class FrameWriter {
   }
 
   private async waitAndWrite(len: number, meta: number, fill: (dst: Uint8Array, offset: number) => void): Promise<void> {
-    const q = this.q;
     for (;;) {
       const closed = this.opts.closed();
       if (closed !== null) throw closed;
-      q.setProducerWaiting(true);
-      const cons = Atomics.load(q.ctl, FrameQueue.CONS);
-      if (this.tryWrite(len, meta, fill)) {
-        q.setProducerWaiting(false);
-        return;
-      }
-      this.opts.wake(); // the worker may be asleep with work it can now do
-      const w = Atomics.waitAsync(q.ctl, FrameQueue.CONS, cons, 1000);
-      if (w.async) await w.value;
+      if (this.tryWrite(len, meta, fill)) return;
+      await this.roomFor(len);
     }
   }
 }

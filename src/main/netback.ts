@@ -12,15 +12,14 @@
 import type { Logger } from "pino";
 import { ETH_DATA_LEN, ETH_HLEN, MAX_PACKET_SIZE } from "../protocol/netif.ts";
 import { BACK_KEYS, backendDir, formatMac, FRONT_KEYS, XenbusState } from "../protocol/xenbus.ts";
-import type { DeviceClaim, EventChannels, MappedPages, Platform } from "../platform/types.ts";
-import type { RoleName } from "../workers/role.ts";
+import type { DeviceClaim, MappedPages, Platform } from "../platform/types.ts";
+import type { RingKind } from "./pool.ts";
 import { Cleanup } from "./cleanup.ts";
 import { NetError } from "./errors.ts";
 import { rxFlags, txFlags } from "./flags.ts";
 import { loggerFor } from "./logger.ts";
 import { checkBackOptions } from "./options.ts";
 import { defaultPlatform } from "./platform-default.ts";
-import { RingWorkerHandle } from "./ring-worker-handle.ts";
 import { claimDevice, createContext, giveUp, nothingToTell, SessionDevice, type DeviceContext, type Session } from "./session.ts";
 import { advertiseBackend, awaitFrontend, resetBackendForReconnect, type BackendFeatures, type FrontendInfo } from "./xenbus/backend.ts";
 import { awaitPeerKeys, Deadline, setState, waitForState } from "./xenbus/wait.ts";
@@ -182,36 +181,32 @@ async function openSession(ctx: DeviceContext): Promise<BackSession> {
     };
     const txRing = map(info.txRingRef);
     const rxRing = map(info.rxRingRef);
-    const bind = (remote: number): { h: EventChannels; port: number } => {
-      const h = platform.openEventChannels();
-      res.add("close event channel", () => h.close());
-      return { h, port: h.bindInterdomain(info.frontendId, remote) };
-    };
-    const tx = bind(info.eventChannel.tx);
-    const rx = bind(info.eventChannel.rx);
-    const start = async (role: RoleName, ch: { h: EventChannels; port: number }, ring: MappedPages) => {
-      const w = await RingWorkerHandle.start(
-        {
-          role,
-          platform: platform.descriptor,
-          evtchn: ch.h.descriptor,
-          port: ch.port,
-          control: role === "back-rx" ? ctx.txControl : ctx.rxControl,
-          queue: role === "back-rx" ? ctx.txQueue : ctx.rxQueue,
-          ring: ring.descriptor!,
+    // Each ring goes to a pool worker of its kind, its port bound through that worker. We
+    // receive on the TX ring and send on the RX ring.
+    const start = async (ring: RingKind, page: MappedPages, remotePort: number) => {
+      const sends = ring === "rx";
+      const w = await ctx.pool.start({
+        ring,
+        platform,
+        bindPort: (evtchn) => evtchn.bindInterdomain(info.frontendId, remotePort),
+        init: {
+          role: sends ? "back-rx" : "back-tx",
+          control: sends ? ctx.txControl : ctx.rxControl,
+          queue: sends ? ctx.txQueue : ctx.rxQueue,
+          bell: sends ? ctx.bells.send : ctx.bells.recv,
+          ring: page.descriptor!,
           data: null,
           peer: info.frontendId,
-          maxFrame: role === "back-rx" ? sendMax : recvMax,
+          maxFrame: sends ? sendMax : recvMax,
           spinMicros: ctx.spinMicros,
         },
-        ch.h,
-        ctx.events,
-      );
-      res.add(`stop ${role} worker`, () => w.stop());
+        events: ctx.events,
+      });
+      res.add(`stop the ${ring} ring`, () => w.stop());
       return w;
     };
-    const receiver = await start("back-tx", tx, txRing);
-    const sender = await start("back-rx", rx, rxRing);
+    const receiver = await start("tx", txRing, info.eventChannel.tx);
+    const sender = await start("rx", rxRing, info.eventChannel.rx);
     sender.control.setPeerConnected(true);
     await setState(xs, backPath, XenbusState.Connected);
     log.info({ frontendPath: info.frontendPath, peerMac: formatMac(info.mac), mtu, sendMax, recvMax }, "connected");

@@ -13,15 +13,14 @@
 import type { Logger } from "pino";
 import { ETH_DATA_LEN, ETH_HLEN, MAX_PACKET_SIZE } from "../protocol/netif.ts";
 import { BACK_KEYS, formatMac, frontendDir, XenbusState } from "../protocol/xenbus.ts";
-import type { DeviceClaim, EventChannels, Platform, SharedPages } from "../platform/types.ts";
-import type { RoleName } from "../workers/role.ts";
+import type { DeviceClaim, Platform, SharedPages } from "../platform/types.ts";
+import type { RingKind } from "./pool.ts";
 import { Cleanup } from "./cleanup.ts";
 import { NetError } from "./errors.ts";
 import { rxFlags, txFlags } from "./flags.ts";
 import { loggerFor } from "./logger.ts";
 import { checkFrontOptions } from "./options.ts";
 import { defaultPlatform } from "./platform-default.ts";
-import { RingWorkerHandle } from "./ring-worker-handle.ts";
 import { claimDevice, createContext, giveUp, nothingToTell, SessionDevice, type DeviceContext, type Session } from "./session.ts";
 import { awaitBackend, awaitBackendConnected, publishFrontend, type BackendInfo } from "./xenbus/frontend.ts";
 import { setState, waitForState, type Deadline } from "./xenbus/wait.ts";
@@ -194,36 +193,31 @@ async function openSession(ctx: DeviceContext): Promise<FrontSession> {
     const rxRing = share(1, true);
     const txData = share(DATA_PAGES, false);
     const rxData = share(DATA_PAGES, true);
-    const channel = (): { h: EventChannels; port: number } => {
-      const h = platform.openEventChannels();
-      res.add("close event channel", () => h.close());
-      return { h, port: h.allocUnbound(be) };
-    };
-    const tx = channel();
-    const rx = channel();
-    const start = async (role: RoleName, ch: { h: EventChannels; port: number }, ring: SharedPages, data: SharedPages) => {
-      const w = await RingWorkerHandle.start(
-        {
-          role,
-          platform: platform.descriptor,
-          evtchn: ch.h.descriptor,
-          port: ch.port,
-          control: role === "front-tx" ? ctx.txControl : ctx.rxControl,
-          queue: role === "front-tx" ? ctx.txQueue : ctx.rxQueue,
-          ring: ring.descriptor,
+    // Each ring goes to a pool worker of its kind, with a port allocated through that worker.
+    const start = async (ring: RingKind, page: SharedPages, data: SharedPages) => {
+      const tx = ring === "tx";
+      const w = await ctx.pool.start({
+        ring,
+        platform,
+        bindPort: (evtchn) => evtchn.allocUnbound(be),
+        init: {
+          role: tx ? "front-tx" : "front-rx",
+          control: tx ? ctx.txControl : ctx.rxControl,
+          queue: tx ? ctx.txQueue : ctx.rxQueue,
+          bell: tx ? ctx.bells.send : ctx.bells.recv,
+          ring: page.descriptor,
           data: { pages: data.descriptor, refs: [...data.refs] },
           peer: be,
-          maxFrame: role === "front-tx" ? sendMax : recvMax,
+          maxFrame: tx ? sendMax : recvMax,
           spinMicros: ctx.spinMicros,
         },
-        ch.h,
-        ctx.events,
-      );
-      res.add(`stop ${role} worker`, () => w.stop());
+        events: ctx.events,
+      });
+      res.add(`stop the ${ring} ring`, () => w.stop());
       return w;
     };
-    const sender = await start("front-tx", tx, txRing, txData);
-    const receiver = await start("front-rx", rx, rxRing, rxData);
+    const sender = await start("tx", txRing, txData);
+    const receiver = await start("rx", rxRing, rxData);
     if (ctx.abort.signal.aborted) throw new NetError("DISCONNECTED", "the device was disconnected while connecting");
     await publishFrontend(
       xs,
@@ -231,7 +225,7 @@ async function openSession(ctx: DeviceContext): Promise<FrontSession> {
       {
         txRingRef: txRing.refs[0]!,
         rxRingRef: rxRing.refs[0]!,
-        eventChannel: { tx: tx.port, rx: rx.port },
+        eventChannel: { tx: sender.port, rx: receiver.port },
         features: { sg: true, gsoTcpv4: false, gsoTcpv6: false, rxNotify: true, noCsumOffload: false, ipv6CsumOffload: false },
       },
       { numQueuesKey: info.features.multiQueue },

@@ -14,21 +14,27 @@ import type { DeviceClaim, Platform, XenStore, XsWatch } from "../platform/types
 import { Counter, createControlState, type ControlState } from "../workers/control.ts";
 import { createFrameQueueState, type FrameQueueState } from "../workers/frame-queue.ts";
 import type { Cleanup } from "./cleanup.ts";
-import { NetDevice, type FlagCodec } from "./device.ts";
+import { NetDevice, type DataPath, type FlagCodec } from "./device.ts";
 import { NetError } from "./errors.ts";
 import type { CheckedOptions } from "./options.ts";
-import type { RingWorkerEvents, RingWorkerHandle } from "./ring-worker-handle.ts";
+import { RingPool } from "./pool.ts";
+import type { RingWorkerEvents, RoleHandle } from "./role-handle.ts";
+import type { WakeBitsState } from "../workers/wake-bits.ts";
 import { HandshakeError } from "./xenbus/errors.ts";
 import { Deadline, readState, setState } from "./xenbus/wait.ts";
 
-const DEFAULT_QUEUE_BYTES = 4 << 20;
+/**
+ * What a queue may hold by default (its window): enough for a burst (43 frames of 1514 bytes,
+ * a thousand of 64) without each device keeping megabytes busy. The ring behind it holds 256
+ * frames more.
+ */
+export const DEFAULT_QUEUE_BYTES = 64 << 10;
 /**
  * The largest record a queue must carry: a back end receives TX packets of up to 65535 bytes,
  * a front end RX packets of a 64 KiB payload plus its header. A record never wraps, so the
- * queue holds at least two of them.
+ * queue's (virtual) capacity holds at least two of them, and one beside a full window.
  */
-const MAX_RECORD = 65536 + 14;
-const MIN_QUEUE_BYTES = 1 << Math.ceil(Math.log2(2 * (MAX_RECORD + 8)));
+const MAX_RECORD = 65536 + 14 + 8;
 /** Pause between attempts to reconnect, so a peer that keeps failing is not hammered. */
 const RECONNECT_BACKOFF_MS = 100;
 
@@ -52,12 +58,17 @@ export interface DeviceContext {
   claim: DeviceClaim;
   /** We opened the platform (none was passed): it closes with the device. */
   ownsPlatform: boolean;
+  /** The machine's ring worker pool. */
+  pool: RingPool;
+  /** The doorbell bits the roles ring for our send and receive queues. */
+  bells: { send: { bits: WakeBitsState; index: number }; recv: { bits: WakeBitsState; index: number } };
+  path: DataPath;
 }
 
 /** One connection to the peer. */
 export interface Session {
-  sender: RingWorkerHandle;
-  receiver: RingWorkerHandle;
+  sender: RoleHandle;
+  receiver: RoleHandle;
   resources: Cleanup;
   /** Largest frame we may send in this session, Ethernet header included. */
   sendMax: number;
@@ -65,11 +76,12 @@ export interface Session {
 }
 
 /**
- * A queue's capacity: what was asked, rounded up to a power of two, and never less than two
- * of the largest records, so a queue always carries every frame the device may move.
+ * A queue's capacity for a window: a power of two with room for the window plus the largest
+ * record, and for two of the largest records, so a queue always carries every frame the device
+ * may move. Only the pages a queue uses are ever committed (see FrameQueue).
  */
-export function queueCapacity(requested = DEFAULT_QUEUE_BYTES): number {
-  return Math.max(MIN_QUEUE_BYTES, 1 << Math.ceil(Math.log2(requested)));
+export function queueCapacity(window = DEFAULT_QUEUE_BYTES): number {
+  return 1 << Math.ceil(Math.log2(Math.max(2 * MAX_RECORD, window + MAX_RECORD)));
 }
 
 /** Claim the device at `dir` for this device's life: IN_USE when someone else has it. */
@@ -90,14 +102,39 @@ export function createContext(
   log: Logger,
   onWorkerStop: (failure: string) => void,
 ): DeviceContext {
-  const capacity = queueCapacity(opts.queueBytes);
+  const window = opts.queueBytes ?? DEFAULT_QUEUE_BYTES;
+  const capacity = queueCapacity(window);
+  const txQueue = createFrameQueueState(capacity, window);
+  const rxQueue = createFrameQueueState(capacity, window);
+  const pool = RingPool.for(platform);
+  // The bells exist before the device does (the first session opens first): they forward to
+  // the handlers the device attaches.
+  let onSend = (): void => {};
+  let onRecv = (): void => {};
+  const send = pool.doorbell.register(() => onSend());
+  const recv = pool.doorbell.register(() => onRecv());
+  const bits = pool.doorbell.state;
   return {
     platform,
     dir,
     timeoutMs: opts.timeoutMs,
     log,
-    txQueue: createFrameQueueState(capacity),
-    rxQueue: createFrameQueueState(capacity),
+    txQueue,
+    rxQueue,
+    pool,
+    bells: { send: { bits, index: send }, recv: { bits, index: recv } },
+    path: {
+      sendQueue: txQueue,
+      recvQueue: rxQueue,
+      attach(s, r) {
+        onSend = s;
+        onRecv = r;
+      },
+      detach() {
+        pool.doorbell.unregister(send);
+        pool.doorbell.unregister(recv);
+      },
+    },
     txControl: createControlState(),
     rxControl: createControlState(),
     abort: new AbortController(),
@@ -143,7 +180,7 @@ export abstract class SessionDevice<S extends Session> extends NetDevice {
     sendFlags: FlagCodec,
     recvFlags: FlagCodec,
   ) {
-    super(session.sender, session.receiver, sendFlags, recvFlags, ctx.log);
+    super(session.sender, session.receiver, sendFlags, recvFlags, ctx.log, ctx.path);
     this.session = session;
   }
 

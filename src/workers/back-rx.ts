@@ -22,10 +22,11 @@ import {
 import { GNTST, pageViews, type CopySegment, type GrantTable } from "../platform/types.ts";
 import { Control, Counter } from "./control.ts";
 import { FrameQueue } from "./frame-queue.ts";
-import { dropPacket, PUBLISH_EVERY, type PeerNotifier, type RingRole, type RingWorkerInit } from "./role.ts";
+import { dropPacket, PUBLISH_EVERY, queueBell, type PeerNotifier, type QueueBell, type RingRole, type RingWorkerInit } from "./role.ts";
 
 export class BackRx implements RingRole {
   private readonly ring: BackRing;
+  private readonly bell: QueueBell;
   private readonly req: RxRequest = { id: 0, gref: 0 };
   private readonly rsp: RxResponse = { id: 0, offset: 0, flags: 0, status: 0 };
   /** Reused copy segments, one per possible fragment; segsFor[n] holds the first n. */
@@ -43,6 +44,7 @@ export class BackRx implements RingRole {
     private readonly gnttab: GrantTable,
     private readonly onError: (e: ProtocolError) => void,
   ) {
+    this.bell = queueBell(init, q, FrameQueue.CONS);
     this.ring = new BackRing(pageViews(init.ring)[0]!, RX_REQUEST_SIZE);
     this.ring.attach();
     const maxSlots = rxSlotsFor(Math.min(init.maxFrame, q.maxRecord));
@@ -112,7 +114,7 @@ export class BackRx implements RingRole {
     // by our Closing, and the front end reads its ring once it sees that.
     this.ctl.settle(this.unpushed);
     this.unpushed = 0;
-    if (this.q.producerShouldWake()) this.q.wake(FrameQueue.CONS);
+    if (this.q.producerShouldWake()) this.bell.ring();
   }
 
   /** Nothing to take in from the front end: its posted buffers are not frames. */

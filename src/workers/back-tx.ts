@@ -21,7 +21,7 @@ import { GNTST, pageViews, type CopySegment, type GrantTable } from "../platform
 import { Control, Counter } from "./control.ts";
 import { FrameQueue } from "./frame-queue.ts";
 import { packMeta } from "./frame-meta.ts";
-import { dropPacket, PUBLISH_EVERY, QueueFull, type PeerNotifier, type RingRole, type RingWorkerInit } from "./role.ts";
+import { dropPacket, PUBLISH_EVERY, QueueFull, queueBell, type PeerNotifier, type QueueBell, type RingRole, type RingWorkerInit } from "./role.ts";
 
 /** A fatal peer error: the worker stops on it. */
 export class PeerBroken extends Error {
@@ -33,6 +33,7 @@ export class PeerBroken extends Error {
 
 export class BackTx implements RingRole {
   private readonly ring: BackRing;
+  private readonly bell: QueueBell;
   private readonly limits: TxLimits;
   private readonly rsp: TxResponse = { id: 0, status: 0 };
   /** Reused copy segments, one per possible fragment; segsFor[n] holds the first n. */
@@ -50,6 +51,7 @@ export class BackTx implements RingRole {
     private readonly gnttab: GrantTable,
     private readonly onError: (e: ProtocolError) => void,
   ) {
+    this.bell = queueBell(init, q, FrameQueue.PROD);
     this.ring = new BackRing(pageViews(init.ring)[0]!, TX_REQUEST_SIZE);
     this.ring.attach();
     this.full = new QueueFull(q);
@@ -119,7 +121,7 @@ export class BackTx implements RingRole {
 
   private publish(): void {
     if (this.ring.pushResponses()) this.kick.notify();
-    if (this.q.consumerWaiting()) this.q.wake(FrameQueue.PROD);
+    if (this.q.consumerWaiting()) this.bell.ring();
   }
 
   /** Grant-copy each fragment into the reserved record; the index of the first that failed, or -1. */

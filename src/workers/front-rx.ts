@@ -23,10 +23,11 @@ import { pageViews } from "../platform/types.ts";
 import { Control, Counter } from "./control.ts";
 import { FrameQueue } from "./frame-queue.ts";
 import { packMeta } from "./frame-meta.ts";
-import { dropPacket, PUBLISH_EVERY, QueueFull, type PeerNotifier, type RingRole, type RingWorkerInit } from "./role.ts";
+import { dropPacket, PUBLISH_EVERY, QueueFull, queueBell, type PeerNotifier, type QueueBell, type RingRole, type RingWorkerInit } from "./role.ts";
 
 export class FrontRx implements RingRole {
   private readonly ring: FrontRing;
+  private readonly bell: QueueBell;
   /** The data pages and the queue's bytes, addressed once for native copies. */
   private readonly pages: AddressedBytes[];
   private readonly qData: AddressedBytes;
@@ -45,6 +46,7 @@ export class FrontRx implements RingRole {
     private readonly onError: (e: ProtocolError) => void,
   ) {
     if (init.data === null) throw new Error("front-rx needs data pages");
+    this.bell = queueBell(init, q, FrameQueue.PROD);
     this.ring = new FrontRing(pageViews(init.ring)[0]!, RX_REQUEST_SIZE);
     this.full = new QueueFull(q);
     this.pages = pageViews(init.data.pages).map((p) => new AddressedBytes(p));
@@ -144,7 +146,7 @@ export class FrontRx implements RingRole {
   /** Repost the consumed buffers to the back end, and wake the main thread if it waits. */
   private publish(): void {
     if (this.ring.pushRequests()) this.kick.notify();
-    if (this.q.consumerWaiting()) this.q.wake(FrameQueue.PROD);
+    if (this.q.consumerWaiting()) this.bell.ring();
   }
 
   prepareSleep(): boolean {

@@ -21,10 +21,11 @@ import { AddressedBytes, copyBetween } from "../platform/copy-bytes.ts";
 import { pageViews } from "../platform/types.ts";
 import { Control, Counter } from "./control.ts";
 import { FrameQueue } from "./frame-queue.ts";
-import { PUBLISH_EVERY, type PeerNotifier, type RingRole, type RingWorkerInit } from "./role.ts";
+import { PUBLISH_EVERY, queueBell, type PeerNotifier, type QueueBell, type RingRole, type RingWorkerInit } from "./role.ts";
 
 export class FrontTx implements RingRole {
   private readonly ring: FrontRing;
+  private readonly bell: QueueBell;
   /** The data pages and the queue's bytes, addressed once for native copies. */
   private readonly pages: AddressedBytes[];
   private readonly qData: AddressedBytes;
@@ -44,6 +45,7 @@ export class FrontTx implements RingRole {
     private readonly onError: (e: ProtocolError) => void,
   ) {
     if (init.data === null) throw new Error("front-tx needs data pages");
+    this.bell = queueBell(init, q, FrameQueue.CONS);
     this.ring = new FrontRing(pageViews(init.ring)[0]!, TX_REQUEST_SIZE);
     this.pages = pageViews(init.data.pages).map((p) => new AddressedBytes(p));
     this.qData = new AddressedBytes(q.data);
@@ -156,7 +158,7 @@ export class FrontTx implements RingRole {
 
   private publish(): void {
     if (this.ring.pushRequests()) this.kick.notify();
-    if (this.q.producerShouldWake()) this.q.wake(FrameQueue.CONS);
+    if (this.q.producerShouldWake()) this.bell.ring();
   }
 
   get blocked(): boolean {

@@ -2,7 +2,8 @@
 import type { DomId, EventChannels, PagesDescriptor, PlatformDescriptor, Port } from "../platform/types.ts";
 import type { ProtocolError } from "../protocol/errors.ts";
 import { Counter, type Control, type ControlState } from "./control.ts";
-import type { FrameQueue, FrameQueueState } from "./frame-queue.ts";
+import { FrameQueue, type FrameQueueState } from "./frame-queue.ts";
+import { WakeBits, type WakeBitsState } from "./wake-bits.ts";
 
 export type RoleName = "front-tx" | "front-rx" | "back-tx" | "back-rx";
 
@@ -26,6 +27,30 @@ export interface RingWorkerInit {
   maxFrame: number;
   /** How long the worker keeps polling with nothing to do before it blocks (µs; 0: SPIN_POLLS polls). */
   spinMicros: number;
+  /**
+   * How the role tells the main thread its queue needs attention (frames arrived, room freed):
+   * a bit of the pool's doorbell. Null: Atomics.notify on the queue's own index word, for a
+   * main-thread end that waits on it (the benchmarks).
+   */
+  bell?: { bits: WakeBitsState; index: number } | null;
+}
+
+/** What a role rings when the main thread waits on its queue. */
+export interface QueueBell {
+  ring(): void;
+}
+
+/** The bell `init` names; `word`: the queue word a main thread without a doorbell waits on. */
+export function queueBell(init: RingWorkerInit, q: FrameQueue, word: typeof FrameQueue.PROD | typeof FrameQueue.CONS): QueueBell {
+  const b = init.bell;
+  if (b === undefined || b === null) return { ring: () => q.wake(word) };
+  const bits = new WakeBits(b.bits);
+  const index = b.index;
+  return {
+    ring: () => {
+      if (bits.set(index)) bits.wake();
+    },
+  };
 }
 
 export interface RingRole {

@@ -28,6 +28,8 @@ export interface SimOptions {
 
 export interface SimHypervisorState {
   kind: "sim";
+  /** Tells machines apart (threads cache their views of one machine by it). */
+  id: string;
   pool: PagePoolState;
   grants: GrantTableState;
   evtchn: EventChannelState;
@@ -64,6 +66,7 @@ export class SimHypervisor {
     const maxDomains = opts.maxDomains ?? 16;
     const state: SimHypervisorState = {
       kind: "sim",
+      id: crypto.randomUUID(),
       pool: createPagePoolState(opts.pages ?? 16384),
       grants: createGrantTableState(maxDomains, opts.grantsPerDomain ?? 4096),
       evtchn: createEventChannelState(maxDomains, opts.portsPerDomain ?? 256, opts.maxHandles ?? 256),

@@ -1,0 +1,9 @@
+/** A pool worker thread's entry point: one start message, then PoolWorker runs for good. */
+import { PoolWorker, type PoolWorkerStart } from "./pool-worker.ts";
+
+declare const self: Worker;
+
+self.onmessage = (e: MessageEvent<PoolWorkerStart>) => {
+  self.onmessage = null;
+  new PoolWorker(e.data, (m) => self.postMessage(m)).run();
+};
