@@ -66,6 +66,7 @@ const SYMBOLS = {
   __errno_location: { args: [], returns: "ptr" },
   memmove: { args: ["ptr", "ptr", "u64"], returns: "void" },
   flock: { args: ["i32", "i32"], returns: "i32" },
+  mincore: { args: ["u64", "u64", "ptr"], returns: "i32" },
 } as const;
 
 const LOCK_EX = 2;
@@ -129,6 +130,22 @@ export function cString(s: string): Uint8Array {
 /** Address of a typed array's first byte (plus `byteOffset`). */
 export function addressOf(view: NodeJS.TypedArray | DataView, byteOffset = 0): number {
   return ptr(view, byteOffset);
+}
+
+/**
+ * Bytes of `buf`'s pages that are resident now (mincore(2)): what of a SharedArrayBuffer has
+ * ever been touched, for measuring who owns a process's memory. Pages partly covered count whole.
+ */
+export function residentBytes(buf: ArrayBufferLike): number {
+  if (buf.byteLength === 0) return 0;
+  const start = ptr(new Uint8Array(buf));
+  const first = Math.floor(start / PAGE_SIZE) * PAGE_SIZE;
+  const pages = Math.ceil((start + buf.byteLength - first) / PAGE_SIZE);
+  const vec = new Uint8Array(pages);
+  if (lib().mincore(first, pages * PAGE_SIZE, vec) !== 0) throw fail("mincore", `${pages} pages at 0x${first.toString(16)}`);
+  let n = 0;
+  for (let i = 0; i < pages; i++) n += vec[i]! & 1;
+  return n * PAGE_SIZE;
 }
 
 // ---------------------------------------------------------------------------------------

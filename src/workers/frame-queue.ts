@@ -149,11 +149,15 @@ export class FrameQueue {
       const since = (prod - this.skipEnd) >>> 0;
       return total === need && since + need <= this.skipAt && since + need <= this.window;
     }
-    const room = (used: number) => used + total <= this.capacity && (used === 0 || used + total <= this.window);
-    if (room((prod - this.seenCons) >>> 0)) return true;
+    if (this.room((prod - this.seenCons) >>> 0, total)) return true;
     // Full as far as we last looked: look again (the consumer only ever frees space).
     this.seenCons = Atomics.load(this.ctl, CONS) >>> 0;
-    return room((prod - this.seenCons) >>> 0);
+    return this.room((prod - this.seenCons) >>> 0, total);
+  }
+
+  /** `total` more bytes on top of `used`: within the capacity, and the window unless the queue is empty. */
+  private room(used: number, total: number): boolean {
+    return used + total <= this.capacity && (used === 0 || used + total <= this.window);
   }
 
   /** Whether a record of `len` bytes would fit now (producer side; no side effects but a fresh look). */

@@ -229,6 +229,7 @@ export class PoolWorker {
         s.idle = 0;
         return true;
       }
+      s.ctl.add(Counter.sleeps, 1);
       return false;
     } catch (e) {
       this.failRole(slot, s, e);

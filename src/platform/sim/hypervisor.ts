@@ -24,6 +24,26 @@ export interface SimOptions {
   maxHandles?: number;
   /** Bytes of shared memory for the xenstore tree (default: the xenstore's own). */
   xenstoreBytes?: number;
+  /**
+   * Size the machine for this many vifs, each with its own guest (domains, pages, ports,
+   * xenstore), where the sizes above are not given. Memory is committed only as it is used.
+   */
+  vifs?: number;
+}
+
+/** Defaults grown to hold `vifs` guests with one vif each (up to 8 queues). */
+function sizedFor(vifs: number): Required<Omit<SimOptions, "vifs">> {
+  if (!Number.isInteger(vifs) || vifs < 0 || vifs > 0x7fe0) throw new RangeError(`vifs must be an integer in 0..${0x7fe0}, got ${vifs}`);
+  return {
+    maxDomains: Math.max(16, vifs + 2),
+    // A front end shares 2 ring pages and 512 data pages per queue.
+    pages: Math.max(16384, vifs * 520 + 4096),
+    grantsPerDomain: 4096,
+    // The back end's domain binds two ports per queue of every vif.
+    portsPerDomain: Math.min(1 << 16, Math.max(256, 2 ** Math.ceil(Math.log2(vifs * 16 + 64)))),
+    maxHandles: 256,
+    xenstoreBytes: Math.max(4 << 20, vifs * (16 << 10)),
+  };
 }
 
 export interface SimHypervisorState {
@@ -63,14 +83,15 @@ export class SimHypervisor {
 
   /** A new hypervisor with domain 0 (privileged, the toolstack's domain) already running. */
   static create(opts: SimOptions = {}): SimHypervisor {
-    const maxDomains = opts.maxDomains ?? 16;
+    const d = sizedFor(opts.vifs ?? 0);
+    const maxDomains = opts.maxDomains ?? d.maxDomains;
     const state: SimHypervisorState = {
       kind: "sim",
       id: crypto.randomUUID(),
-      pool: createPagePoolState(opts.pages ?? 16384),
-      grants: createGrantTableState(maxDomains, opts.grantsPerDomain ?? 4096),
-      evtchn: createEventChannelState(maxDomains, opts.portsPerDomain ?? 256, opts.maxHandles ?? 256),
-      xenstore: createXenStoreState(opts.xenstoreBytes === undefined ? {} : { bytes: opts.xenstoreBytes }),
+      pool: createPagePoolState(opts.pages ?? d.pages),
+      grants: createGrantTableState(maxDomains, opts.grantsPerDomain ?? d.grantsPerDomain),
+      evtchn: createEventChannelState(maxDomains, opts.portsPerDomain ?? d.portsPerDomain, opts.maxHandles ?? d.maxHandles),
+      xenstore: createXenStoreState({ bytes: opts.xenstoreBytes ?? d.xenstoreBytes }),
       domains: new SharedArrayBuffer(maxDomains * 4),
     };
     const hv = new SimHypervisor(state);

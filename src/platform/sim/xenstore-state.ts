@@ -2,70 +2,60 @@
  * The simulated xenstore's shared state: one tree, one change log, one lock, all in
  * SharedArrayBuffers, so every thread (and every simulated domain) sees the same store.
  *
- * The tree is kept as JSON in a fixed-size buffer; each thread decodes it into a Map and keeps
- * that copy until the global generation moves. A change re-encodes the whole tree: O(tree) per
- * write, which is fine for a control plane and keeps the shared format trivially consistent
- * (one length word, written under the lock). A write that would not fit fails with ENOSPC and
- * leaves the buffer untouched.
+ * Each thread keeps its own copy of the tree (a Map) and brings it up to date under the lock
+ * from a shared log of changed nodes (xenstore-replica.ts): a write costs the nodes it changed,
+ * not the size of the tree. The capacity (`bytes`) bounds what the tree takes: a write that
+ * would not fit fails with ENOSPC and changes nothing. Watches are served from a second log,
+ * of changed paths (xenstore-log.ts).
  */
 import { PlatformError, type DomId } from "../types.ts";
 import { SharedLock } from "./xenstore-lock.ts";
 import { ChangeLog, MIN_LOG_BYTES, type LogBatch, type LogCursor } from "./xenstore-log.ts";
 import { xsMkdir, xsRm, xsSetPerms } from "./xenstore-ops.ts";
 import { ABSENT, Overlay, type NodeLookup, type XsNode } from "./xenstore-overlay.ts";
-import { permsFromString, permsToString } from "./xenstore-perms.ts";
+import { REPLICA_WORDS, TreeReplica } from "./xenstore-replica.ts";
+import { WatchHub } from "./xenstore-watches.ts";
 
 /** Postable: send it to a worker and `SharedXenStore.attach` it there; nothing is copied. */
 export interface XenStoreState {
   readonly kind: "sim-xenstore";
   /** Int32 words, see W. */
   readonly control: SharedArrayBuffer;
-  /** The tree, JSON. */
+  /** The tree's latest snapshot. */
   readonly data: SharedArrayBuffer;
-  /** The change log ring. */
+  /** The change log ring (paths, for watches). */
   readonly log: SharedArrayBuffer;
+  /** The mutation log ring (changed nodes, for each thread's copy of the tree). */
+  readonly mutations: SharedArrayBuffer;
 }
 
 export interface XenStoreStateOptions {
-  /** Bytes for the encoded tree (default 4 MiB). */
+  /** Bytes the tree may take (default 4 MiB). */
   bytes?: number;
-  /** Bytes for the change log ring, a power of two >= 16 KiB (default 64 KiB). */
+  /** Bytes for the change log ring, a power of two >= 16 KiB (default 1 MiB). */
   logBytes?: number;
+  /** Bytes for the mutation log ring, a power of two >= 64 KiB (default 16 MiB). */
+  mutationBytes?: number;
 }
 
 export const DEFAULT_XENSTORE_BYTES = 4 << 20;
-export const DEFAULT_LOG_BYTES = 64 << 10;
+export const DEFAULT_LOG_BYTES = 1 << 20;
+export const DEFAULT_MUTATION_BYTES = 16 << 20;
 
 const W = {
   lock: 0,
   /** Bumped by every commit that changes the tree; stamps the nodes it changed. */
   gen: 1,
-  dataLen: 2,
   logSeq: 3,
   logHead: 4,
   /** Fault injection: this many coming transaction commits fail with EAGAIN. */
   failCommits: 5,
   /** ... only those of this domain (-1: any). */
   failDomid: 6,
+  /** The replica's words start here. */
+  replica: 8,
 } as const;
-const CONTROL_WORDS = 8;
-
-/** Serialized node: [path, value, perms, gen, children]. */
-type NodeRecord = [string, string, string, number, string[]];
-
-const enc = new TextEncoder();
-const dec = new TextDecoder();
-
-function encodeTree(tree: ReadonlyMap<string, XsNode>): Uint8Array {
-  const recs: NodeRecord[] = [];
-  for (const [p, n] of tree) recs.push([p, n.value, permsToString(n.perms), n.gen, n.children as string[]]);
-  return enc.encode(JSON.stringify(recs));
-}
-
-function decodeTree(bytes: Uint8Array): Map<string, XsNode> {
-  const recs = JSON.parse(dec.decode(bytes)) as NodeRecord[];
-  return new Map(recs.map(([p, value, perms, gen, children]) => [p, { value, perms: permsFromString(perms), gen, children }]));
-}
+const CONTROL_WORDS = W.replica + REPLICA_WORDS;
 
 function checkSize(name: string, v: unknown, min: number, pow2: boolean): number {
   const ok = typeof v === "number" && Number.isInteger(v) && v >= min && v <= 1 << 30 && (!pow2 || (v & (v - 1)) === 0);
@@ -76,11 +66,13 @@ function checkSize(name: string, v: unknown, min: number, pow2: boolean): number
 export function createXenStoreState(opts: XenStoreStateOptions = {}): XenStoreState {
   const bytes = checkSize("bytes", opts.bytes ?? DEFAULT_XENSTORE_BYTES, 1024, false);
   const logBytes = checkSize("logBytes", opts.logBytes ?? DEFAULT_LOG_BYTES, MIN_LOG_BYTES, true);
+  const mutationBytes = checkSize("mutationBytes", opts.mutationBytes ?? DEFAULT_MUTATION_BYTES, 65536, true);
   const state: XenStoreState = {
     kind: "sim-xenstore",
     control: new SharedArrayBuffer(CONTROL_WORDS * 4),
-    data: new SharedArrayBuffer(bytes),
+    data: new SharedArrayBuffer(bytes + 8),
     log: new SharedArrayBuffer(logBytes),
+    mutations: new SharedArrayBuffer(mutationBytes),
   };
   // What a toolstack's xenstored starts with: only dom0 may read or create at the top.
   const dom0Only = [{ domid: 0, access: "n" as const }];
@@ -89,12 +81,10 @@ export function createXenStoreState(opts: XenStoreStateOptions = {}): XenStoreSt
     ["/local", { value: "", perms: dom0Only, gen: 1, children: ["domain"] }],
     ["/local/domain", { value: "", perms: dom0Only, gen: 1, children: [] }],
   ]);
-  const encoded = encodeTree(tree);
-  new Uint8Array(state.data).set(encoded);
   const words = new Int32Array(state.control);
   words[W.gen] = 1;
-  words[W.dataLen] = encoded.length;
   words[W.failDomid] = -1;
+  new SharedXenStore(state).replica.initialise(tree);
   return state;
 }
 
@@ -103,12 +93,11 @@ const attached = new WeakMap<SharedArrayBuffer, SharedXenStore>();
 /** One thread's handle on the shared store. Domains in the same thread can share one. */
 export class SharedXenStore {
   readonly log: ChangeLog;
+  readonly replica: TreeReplica;
+  /** This thread's watches, on every domain connection to this store. */
+  readonly watches: WatchHub;
   private readonly words: Int32Array;
-  private readonly data: Uint8Array;
   private readonly lock: SharedLock;
-  private tree = new Map<string, XsNode>();
-  /** Generation of `tree`; NaN forces a re-decode. */
-  private treeGen = Number.NaN;
 
   constructor(readonly state: XenStoreState) {
     const s = state as Partial<XenStoreState> | null;
@@ -116,14 +105,16 @@ export class SharedXenStore {
       s?.kind !== "sim-xenstore" ||
       !(s.control instanceof SharedArrayBuffer) ||
       !(s.data instanceof SharedArrayBuffer) ||
-      !(s.log instanceof SharedArrayBuffer)
+      !(s.log instanceof SharedArrayBuffer) ||
+      !(s.mutations instanceof SharedArrayBuffer)
     ) {
       throw new PlatformError("EINVAL", "xenstore.attach", "not a simulated xenstore state (use createXenStoreState)");
     }
     this.words = new Int32Array(state.control);
-    this.data = new Uint8Array(state.data);
     this.lock = new SharedLock(this.words, W.lock);
     this.log = new ChangeLog(this.words, W.logSeq, W.logHead, new Uint8Array(state.log));
+    this.replica = new TreeReplica(this.words, W.replica, new Uint8Array(state.data), new Uint8Array(state.mutations), state.data.byteLength - 8);
+    this.watches = new WatchHub(this);
   }
 
   /** The thread's shared handle for `state` (one decoded copy of the tree per thread). */
@@ -137,12 +128,12 @@ export class SharedXenStore {
   }
 
   /** The current node at `path`: valid only inside `locked`. */
-  readonly node: NodeLookup = (path) => this.tree.get(path);
+  readonly node: NodeLookup = (path) => this.replica.tree.get(path);
 
   /** Run `fn` holding the lock, with this thread's copy of the tree up to date. */
   locked<T>(op: string, fn: () => T): T {
     return this.lock.with(op, () => {
-      this.refresh(op);
+      this.replica.refresh(op);
       return fn();
     });
   }
@@ -169,7 +160,7 @@ export class SharedXenStore {
         throw new PlatformError("EAGAIN", op, `domain ${domid}: transaction conflict (injected by failNextCommits)`);
       }
       for (const [path, gen] of ov.accessed) {
-        if ((this.tree.get(path)?.gen ?? ABSENT) !== gen) {
+        if ((this.replica.tree.get(path)?.gen ?? ABSENT) !== gen) {
           throw new PlatformError("EAGAIN", op, `domain ${domid}: transaction conflict: ${path} changed since the transaction read it`);
         }
       }
@@ -211,7 +202,7 @@ export class SharedXenStore {
 
   /** Every node's value, for tests and debugging. */
   dump(): Map<string, string> {
-    return this.locked("xenstore.dump", () => new Map([...this.tree].map(([p, n]) => [p, n.value])));
+    return this.locked("xenstore.dump", () => new Map([...this.replica.tree].map(([p, n]) => [p, n.value])));
   }
 
   /** Count of change records so far; watchers wait for it to move. */
@@ -238,39 +229,11 @@ export class SharedXenStore {
     return this.lock.with(op, () => this.log.readSince(from));
   }
 
-  private refresh(op: string): void {
-    const gen = Atomics.load(this.words, W.gen);
-    if (gen === this.treeGen) return;
-    const len = Atomics.load(this.words, W.dataLen);
-    try {
-      this.tree = decodeTree(this.data.subarray(0, len));
-    } catch (e) {
-      throw new PlatformError("EINVAL", op, `the shared xenstore tree does not decode: ${String(e)}`);
-    }
-    this.treeGen = gen;
-  }
-
   private apply(op: string, domid: DomId, ov: Overlay): void {
     if (ov.writes.size > 0) {
       const gen = (Atomics.load(this.words, W.gen) + 1) | 0;
-      try {
-        for (const [p, n] of ov.writes) {
-          if (n === null) this.tree.delete(p);
-          else this.tree.set(p, { ...n, gen });
-        }
-        const bytes = encodeTree(this.tree);
-        if (bytes.length > this.data.length) {
-          throw new PlatformError("ENOSPC", op, `domain ${domid}: the xenstore tree would take ${bytes.length} bytes; the store holds ${this.data.length}`);
-        }
-        this.data.set(bytes);
-        Atomics.store(this.words, W.dataLen, bytes.length);
-        Atomics.store(this.words, W.gen, gen);
-        this.treeGen = gen;
-      } catch (e) {
-        // Our Map was changed in place but the shared buffer was not: decode it again next time.
-        this.treeGen = Number.NaN;
-        throw e;
-      }
+      this.replica.apply(op, domid, ov.writes, gen);
+      Atomics.store(this.words, W.gen, gen);
     }
     for (const c of ov.changes) this.log.append(c);
   }
