@@ -3,11 +3,13 @@
  * for each N, in a process of its own, N guests on the simulated hypervisor each connect a
  * Netfront to a Netback of domain 0, all in this process; then it measures
  *   - connect time (all N at once) and disconnect time,
- *   - threads of the process, and its resident memory per vif; the back end's share of it is
- *     what is left after the front ends' memory (the guests' pages and their queues, as
- *     mincore(2) finds them resident) is taken off, so it also carries the front ends' small
- *     JS objects: an upper bound,
- *   - CPU over 10 s with every vif connected and idle (all threads),
+ *   - threads of the process, and its resident memory per vif; the back end's share: the front
+ *     ends are connected first (each waiting for its back end), then the back ends; what the
+ *     process gained from then on, less what the front ends' shared memory gained (their pages
+ *     and queues, as mincore(2) finds them resident), is the back ends',
+ *   - CPU over 10 s with every vif connected and idle (all threads), from 5 s after the last
+ *     connected and a full collection (the collector's work after a thousand handshakes is
+ *     not what an idle vif costs),
  *   - total frames/s with every front end sending 1514-byte frames to its back end at once
  *     (mitata, several samples), its ratio to N = 1 of the same run, CPU time per frame,
  *   - frames lost (written and never received: must be 0), and the leak check.
@@ -23,6 +25,7 @@ const FRAME = 1514;
 const IDLE_MS = Number(process.env.SCALE_IDLE_MS ?? 10_000);
 const SEND_MS = Number(process.env.SCALE_SEND_MS ?? 1000);
 const SAMPLES = Number(process.env.SCALE_SAMPLES ?? 5);
+const IDLE_SETTLE_MS = Number(process.env.SCALE_SETTLE_MS ?? 5000);
 
 interface Result {
   vifs: number;
@@ -48,32 +51,54 @@ function threads(): number {
 
 const rss = () => process.memoryUsage().rss;
 
+/** What the front ends' shared memory holds now: the guests' pages (rings and data) and their queues. */
+function frontResident(hv: SimHypervisor, fronts: Netfront[]): number {
+  let n = residentBytes(hv.state.pool.memory);
+  for (const f of fronts) {
+    const ctx = (f as unknown as { ctx: { txQueue: { buffer: SharedArrayBuffer }; rxQueue: { buffer: SharedArrayBuffer } } }).ctx;
+    n += residentBytes(ctx.txQueue.buffer) + residentBytes(ctx.rxQueue.buffer);
+  }
+  return n;
+}
+
+async function settledRss(): Promise<number> {
+  Bun.gc(true);
+  await Bun.sleep(100);
+  Bun.gc(true);
+  return rss();
+}
+
 async function child(n: number): Promise<Result> {
   const logger = pino({ level: "warn" });
   const hv = SimHypervisor.create({ vifs: n });
   const dom0 = hv.platform(0);
-  Bun.gc(true);
-  const rss0 = rss();
+  const rss0 = await settledRss();
   const guests: number[] = [];
   for (let i = 0; i < n; i++) {
     const g = hv.createDomain();
     guests.push(g);
     await createVif(dom0.xenstore, { frontDomid: g, backDomid: 0, devid: 0, mac: `00:16:3e:${((g >> 8) & 0xff).toString(16).padStart(2, "0")}:${(g & 0xff).toString(16).padStart(2, "0")}:01` });
   }
+  // The front ends first, each waiting for its back end: then what the back ends add is theirs.
+  // They need an offer to connect to: written here as a back end writes it (Netback.serve
+  // writes it again when it comes).
+  for (const g of guests) {
+    const b = `/local/domain/0/backend/vif/${g}/0`;
+    for (const [k, v] of [["feature-rx-copy", "1"], ["feature-sg", "1"], ["feature-split-event-channels", "1"], ["state", "2"]] as const) await dom0.xenstore.write(`${b}/${k}`, v);
+  }
   const t0 = performance.now();
-  const pairs = await Promise.all(
-    guests.map(async (g) => {
-      const [back, front] = await Promise.all([
-        Netback.serve({ platform: dom0, frontendDomid: g, logger, timeoutMs: 120_000 }),
-        Netfront.connect({ platform: hv.platform(g), logger, timeoutMs: 120_000 }),
-      ]);
-      return { back, front };
-    }),
-  );
-  const connectMs = performance.now() - t0;
+  const fronts = await Promise.all(guests.map((g) => Netfront.connect({ platform: hv.platform(g), logger, timeoutMs: 120_000, awaitBackend: false })));
+  const frontMs = performance.now() - t0;
+  const rss1 = await settledRss();
+  const front1 = frontResident(hv, fronts);
+  const t1 = performance.now();
+  const backs = await Promise.all(guests.map((g) => Netback.serve({ platform: dom0, frontendDomid: g, logger, timeoutMs: 120_000 })));
+  const connectMs = frontMs + (performance.now() - t1);
+  const pairs = backs.map((back, i) => ({ back, front: fronts[i]! }));
 
-  // Idle: every vif connected, nothing sent.
-  await Bun.sleep(500);
+  // Idle: every vif connected, nothing sent (after the collector has dealt with the connecting).
+  Bun.gc(true);
+  await Bun.sleep(IDLE_SETTLE_MS);
   const c0 = process.cpuUsage();
   const i0 = performance.now();
   await Bun.sleep(IDLE_MS);
@@ -119,17 +144,12 @@ async function child(n: number): Promise<Result> {
   while (received < sent && performance.now() < drainUntil) await Bun.sleep(10);
   const lost = sent - received;
 
-  Bun.gc(true);
-  const rssNow = rss();
+  const rssNow = await settledRss();
   const th = threads();
-  // The front ends' memory: the guests' pages (rings and data), and their queues.
-  let frontBytes = residentBytes(hv.state.pool.memory);
-  for (const { front } of pairs) {
-    const ctx = (front as unknown as { ctx: { txQueue: { buffer: SharedArrayBuffer }; rxQueue: { buffer: SharedArrayBuffer } } }).ctx;
-    frontBytes += residentBytes(ctx.txQueue.buffer) + residentBytes(ctx.rxQueue.buffer);
-  }
   const perVif = (rssNow - rss0) / n;
-  const backPerVif = (rssNow - rss0 - frontBytes) / n;
+  // The back ends' share: all that came after the front ends were up, but what the front ends'
+  // own shared memory gained meanwhile (their JS objects were all made before).
+  const backPerVif = (rssNow - rss1 - (frontResident(hv, fronts) - front1)) / n;
 
   const d0 = performance.now();
   await Promise.all(pairs.map(async ({ front, back }) => Promise.all([front.disconnect(), back.disconnect()])));

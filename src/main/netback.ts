@@ -189,6 +189,7 @@ async function openSession(ctx: DeviceContext): Promise<BackSession> {
         ring,
         platform,
         bindPort: (evtchn) => evtchn.bindInterdomain(info.frontendId, remotePort),
+        peerPort: { domid: info.frontendId, port: remotePort },
         init: {
           role: sends ? "back-rx" : "back-tx",
           control: sends ? ctx.txControl : ctx.rxControl,

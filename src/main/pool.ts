@@ -5,10 +5,12 @@
  * all their ports are bound through (see workers/pool-worker.ts). A ring joins a running worker
  * when its device connects and leaves it when it disconnects; nothing restarts.
  *
- * Size: `txWorkers` and `rxWorkers` threads at most each (default: half the CPUs each, at
- * least one, at most four), started as rings need them (a ring goes to the least loaded
- * worker of its kind, a new one while fewer run than allowed). Workers with no ring do not keep
- * the process alive, and a pool with no ring for a while stops its threads.
+ * Size: `txWorkers` and `rxWorkers` threads at most each (default: as many as there are CPUs,
+ * at most four), started as rings need them: a ring goes to the least loaded worker of its
+ * kind (a new one while fewer run than allowed), except that a ring whose other end is served
+ * in this process too (a vif looped back inside one machine) joins the worker of that end, so
+ * a frame crosses from one end to the other within one thread and its cache. Workers with no
+ * ring do not keep the process alive, and a pool with no ring for a while stops its threads.
  */
 import { availableParallelism } from "node:os";
 import { MessageChannel, type MessagePort } from "node:worker_threads";
@@ -32,14 +34,14 @@ const ADD_TIMEOUT_MS = 15_000;
 export type RingKind = "tx" | "rx";
 
 export interface PoolOptions {
-  /** Most TX-ring workers per machine (default: half the CPUs, 1..4). */
+  /** Most TX-ring workers per machine (default: the CPUs, 1..4). */
   txWorkers?: number;
-  /** Most RX-ring workers per machine (default: half the CPUs, 1..4). */
+  /** Most RX-ring workers per machine (default: the CPUs, 1..4). */
   rxWorkers?: number;
 }
 
 function defaultWorkers(): number {
-  return Math.max(1, Math.min(4, Math.floor(availableParallelism() / 2)));
+  return Math.max(1, Math.min(4, availableParallelism()));
 }
 
 let sizes = { tx: defaultWorkers(), rx: defaultWorkers() };
@@ -64,6 +66,8 @@ export interface RoleRequest {
   platform: Platform;
   /** Allocate or bind the role's port on the event channels it is given (the worker's). */
   bindPort(evtchn: EventChannels): Port;
+  /** The other end's port, when it is known (a back end binds to it): if it is ours too, we join it. */
+  peerPort?: { domid: DomId; port: Port };
   init: Omit<RingWorkerInit, "platform" | "evtchn" | "port">;
   events: RingWorkerEvents;
 }
@@ -201,6 +205,8 @@ export class RingPool {
   private home: Platform | null = null;
   private roles = 0;
   private idleTimer: ReturnType<typeof setTimeout> | null = null;
+  /** Which worker runs the ring whose (domain, port) this is, for the other end to join. */
+  private readonly ports = new Map<string, PoolThread>();
 
   private constructor(
     private readonly key: string,
@@ -221,7 +227,8 @@ export class RingPool {
   /** Put a ring on a worker: bind its port through the worker, send the role, wait until it runs. */
   async start(req: RoleRequest): Promise<RoleHandle> {
     this.cancelIdleStop();
-    const thread = this.place(req.ring);
+    const near = req.peerPort === undefined ? undefined : this.ports.get(portKey(req.peerPort.domid, req.peerPort.port));
+    const thread = near !== undefined && !near.dead && near.kind === req.ring ? near : this.place(req.ring);
     const evtchn = thread.viewFor(req.platform);
     let port: Port;
     try {
@@ -233,7 +240,9 @@ export class RingPool {
     }
     const slot = thread.allocSlot();
     const init: RingWorkerInit = { ...req.init, platform: req.platform.descriptor, evtchn: evtchn.descriptor, port };
-    const h = new RoleHandle(thread, slot, init, evtchn, req.platform.domid, req.events);
+    const key = portKey(req.platform.domid, port);
+    const h = new RoleHandle(thread, slot, init, evtchn, req.platform.domid, req.events, () => this.ports.delete(key));
+    this.ports.set(key, thread);
     thread.attach(slot, h);
     this.roles++;
     thread.send({ type: "add", slot, init });
@@ -296,6 +305,10 @@ function holdsProcess(w: Worker, on: boolean): void {
   const r = w as unknown as { ref?(): void; unref?(): void };
   if (on) r.ref?.();
   else r.unref?.();
+}
+
+function portKey(domid: DomId, port: Port): string {
+  return `${domid}:${port}`;
 }
 
 function machineKey(d: PlatformDescriptor): string {

@@ -35,6 +35,8 @@ export class RoleHandle {
     private readonly evtchn: EventChannels,
     private readonly domid: DomId,
     private readonly events: RingWorkerEvents,
+    /** Called once the port is unbound. */
+    private readonly onReleased: () => void = () => {},
   ) {
     this.control = new Control(init.control);
     // The control block may have served an earlier session (a reconnect): its counters go on.
@@ -160,6 +162,7 @@ export class RoleHandle {
       // Unbound already: the worker's handle was closed with its thread, or the domain is gone.
     }
     this.thread.releaseView(this.domid);
+    this.onReleased();
   }
 }
 

@@ -13,7 +13,7 @@
  * and releases them once it hears the role is gone.
  */
 import { receiveMessageOnPort, type MessagePort } from "node:worker_threads";
-import { openPlatform } from "../platform/open.ts";
+import { openPlatform, platformOpener } from "../platform/open.ts";
 import type { EventWaiter, Platform, PlatformDescriptor } from "../platform/types.ts";
 import { ProtocolError } from "../protocol/errors.ts";
 import { PeerBroken } from "./back-tx.ts";
@@ -78,6 +78,8 @@ export class PoolWorker {
   private readonly kicked: number[] = [];
   private spinMicros = 0;
   private passes = 0;
+  private idleLimit = SPIN_POLLS;
+  private readonly open = platformOpener();
 
   constructor(
     private readonly start: PoolWorkerStart,
@@ -199,6 +201,9 @@ export class PoolWorker {
     const list = this.active;
     this.active = this.spare;
     this.spare = list;
+    // A role with nothing to do stays a few passes (its peer may answer within µs) before it is
+    // armed: SPIN_POLLS passes shared out among the active roles, since each pass polls them all.
+    this.idleLimit = Math.max(1, SPIN_POLLS / list.length);
     for (let i = 0; i < list.length; i++) {
       const slot = list[i]!;
       const s = this.slots[slot];
@@ -222,8 +227,8 @@ export class PoolWorker {
         this.post({ type: "removed", slot, failure: null });
         return false;
       }
-      // Idle: a few more passes (its peer may answer within µs), then arm it and let it sleep.
-      if (++s.idle < SPIN_POLLS) return true;
+      // Idle: a few more passes, then arm it and let it sleep.
+      if (++s.idle < this.idleLimit) return true;
       if (role.prepareSleep()) {
         role.woke();
         s.idle = 0;
@@ -276,7 +281,7 @@ export class PoolWorker {
     const key = platformKey(d);
     const e = this.platforms.get(key);
     if (e !== undefined) e.refs++;
-    else this.platforms.set(key, { platform: openPlatform(d), refs: 1 });
+    else this.platforms.set(key, { platform: this.open(d), refs: 1 });
     return key;
   }
 

@@ -9,10 +9,17 @@ import { PAGE_SIZE, PlatformError, type DomId } from "../types.ts";
 
 export interface PagePoolState {
   memory: SharedArrayBuffer;
-  /** Int32 per page: 0 free, else owner domid + 1. Word 0 of `hint` is the allocation cursor. */
+  /**
+   * Int32 per page: 0 free and never used (still zero, as the SharedArrayBuffer came),
+   * FREED free and used before (zeroed when next allocated), else owner domid + 1.
+   * Word 0 of `hint` is the allocation cursor.
+   */
   owners: SharedArrayBuffer;
   hint: SharedArrayBuffer;
 }
+
+/** A free page that was used: it must be zeroed before it is handed out again. */
+const FREED = -1;
 
 export function createPagePoolState(pages: number): PagePoolState {
   if (!Number.isInteger(pages) || pages < 1) throw new RangeError(`page pool size must be a positive integer, got ${pages}`);
@@ -41,30 +48,42 @@ export class PagePool {
     this.count = this.owners.length;
   }
 
-  /** Claim `n` zeroed pages for `owner`; all or nothing. */
+  /**
+   * Claim `n` zeroed pages for `owner`; all or nothing. A page never used is zero already and
+   * is not touched (a thousand guests' pages cost memory only once they carry data).
+   */
   alloc(owner: DomId, n: number, op: string): number[] {
     const got: number[] = [];
+    const used: boolean[] = [];
     const start = Atomics.load(this.hint, 0);
     for (let i = 0; i < this.count && got.length < n; i++) {
       const p = (start + i) % this.count;
-      if (Atomics.compareExchange(this.owners, p, 0, owner + 1) === 0) got.push(p);
+      for (const was of [0, FREED]) {
+        if (Atomics.compareExchange(this.owners, p, was, owner + 1) === was) {
+          got.push(p);
+          used.push(was === FREED);
+          break;
+        }
+      }
     }
     if (got.length < n) {
-      for (const p of got) Atomics.store(this.owners, p, 0);
+      got.forEach((p, i) => Atomics.store(this.owners, p, used[i] ? FREED : 0));
       throw new PlatformError("ENOSPC", op, `no ${n} free page(s) in the simulated machine (${this.count} pages)`);
     }
     Atomics.store(this.hint, 0, ((got[got.length - 1] ?? 0) + 1) % this.count);
-    for (const p of got) this.bytes.fill(0, p * PAGE_SIZE, (p + 1) * PAGE_SIZE);
+    got.forEach((p, i) => {
+      if (used[i]) this.bytes.fill(0, p * PAGE_SIZE, (p + 1) * PAGE_SIZE);
+    });
     return got;
   }
 
   free(page: number): void {
-    Atomics.store(this.owners, page, 0);
+    Atomics.store(this.owners, page, FREED);
   }
 
   owner(page: number): DomId | null {
     const o = Atomics.load(this.owners, page);
-    return o === 0 ? null : o - 1;
+    return o <= 0 ? null : o - 1;
   }
 
   offset(page: number): number {
