@@ -6,13 +6,13 @@ import { until } from "./helpers/until.ts";
 
 
 describe("faults", () => {
-  for (const which of ["sender", "receiver"] as const) {
+  for (const which of ["senders", "receivers"] as const) {
     for (const end of ["front", "back"] as const) {
-      test(`the ${end} end's ${which} worker is killed: the device reports it, both ends close, nothing leaks`, async () => {
+      test(`the ${end} end's ${which === "senders" ? "sender" : "receiver"} worker is killed: the device reports it, both ends close, nothing leaks`, async () => {
         const vif = await simVif();
         const { back, front } = await vif.pair({ reconnect: false });
         const dev = end === "front" ? front : back;
-        const handle = (dev as unknown as Record<string, { worker: Worker }>)[which]!;
+        const handle = (dev as unknown as Record<string, { worker: Worker }[]>)[which]![0]!;
         handle.worker.terminate();
         await until(() => !front.connected && !back.connected);
         await expect(dev.write(new Uint8Array(60))).rejects.toThrow(/DISCONNECTED: ring worker stopped: .*the pool worker exited/);

@@ -55,6 +55,11 @@ function checker(v: number) {
   };
 }
 
+/** The pool worker thread that carries a device's first sending ring. */
+function workerOf(d: Netfront | Netback): Worker {
+  return (d as unknown as { senders: { worker: Worker }[] }).senders[0]!.worker;
+}
+
 async function closeAll(pairs: Pair[]): Promise<void> {
   await Promise.all(pairs.map(async ({ front, back }) => Promise.all([front.disconnect(), back.disconnect()])));
 }
@@ -102,7 +107,7 @@ describe("the ring worker pool", () => {
     const a = await m.connect(m.guests[0]!);
     const seen = checker(0);
     a.back.listen((f) => seen.see(f));
-    const worker = (a.front as unknown as { sender: { worker: Worker } }).sender.worker;
+    const worker = workerOf(a.front);
     let sending = true;
     let sent = 0;
     const flow = (async () => {
@@ -123,7 +128,7 @@ describe("the ring worker pool", () => {
     expect(seen.bad).toBe(0);
     expect(sent).toBeGreaterThan(100);
     // The same thread carried the first vif throughout: nothing was restarted.
-    expect((a.front as unknown as { sender: { worker: Worker } }).sender.worker).toBe(worker);
+    expect(workerOf(a.front)).toBe(worker);
     await closeAll([a]);
     expect(m.hv.leaks()).toEqual([]);
   }, 30_000);
@@ -178,7 +183,6 @@ describe("the ring worker pool", () => {
   test("a pool worker killed: its vifs end their sessions, the rest of the process goes on, and new vifs get a new worker", async () => {
     const m = await machine(3);
     const pairs = await Promise.all(m.guests.slice(0, 2).map((g) => m.connect(g, { reconnect: false })));
-    const workerOf = (d: Netfront | Netback) => (d as unknown as { sender: { worker: Worker } }).sender.worker;
     const killed = workerOf(pairs[0]!.front);
     const onKilled = pairs.filter((p) => workerOf(p.front) === killed || workerOf(p.back) === killed);
     const spared = pairs.filter((p) => !onKilled.includes(p));
@@ -193,7 +197,7 @@ describe("the ring worker pool", () => {
     }
     await closeAll(pairs);
     const fresh = await m.connect(m.guests[2]!);
-    expect((fresh.front as unknown as { sender: { worker: Worker } }).sender.worker).not.toBe(killed);
+    expect(workerOf(fresh.front)).not.toBe(killed);
     const got: number[] = [];
     fresh.back.listen((f) => got.push(f.length));
     await fresh.front.write(new Uint8Array(1000));

@@ -20,7 +20,7 @@
  */
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
 import { rejects } from "./helpers/errors.ts";
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ERRNO, ERRNO_NAMES, ErrnoError, errnoName, platformCode } from "../src/ffi/errno.ts";
@@ -1245,7 +1245,14 @@ describe("device helpers: error paths", () => {
     }
     const dir = mkdtempSync(join(tmpdir(), "eacces-")); // mode 0700, owned by root
     writeFileSync(join(dir, "device"), "");
-    const libcPath = join(import.meta.dir, "..", "src", "ffi", "libc.ts");
+    // The unprivileged child may not be able to read this checkout (a 0700 temporary clone, say):
+    // it gets libc.ts bundled into a directory of its own that it can read.
+    const bundle = mkdtempSync(join(tmpdir(), "eacces-libc-"));
+    chmodSync(bundle, 0o755);
+    const built = await Bun.build({ entrypoints: [join(import.meta.dir, "..", "src", "ffi", "libc.ts")], outdir: bundle, target: "bun" });
+    expect(built.success).toBe(true);
+    const libcPath = built.outputs[0]!.path;
+    chmodSync(libcPath, 0o644);
     const code = `const l = await import(${JSON.stringify(libcPath)}); try { l.open(${JSON.stringify(join(dir, "device"))}, l.O_RDWR, "gntdev.open"); console.log("opened"); } catch (e) { console.log(JSON.stringify({ code: e.code, errno: e.errno, name: e.errnoName, message: e.message })); }`;
     try {
       const proc = Bun.spawn([setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", process.execPath, "-e", code], { stdout: "pipe", stderr: "pipe" });
@@ -1254,6 +1261,7 @@ describe("device helpers: error paths", () => {
       expect(JSON.parse(out)).toEqual({ code: "EACCES", errno: 13, name: "EACCES", message: `gntdev.open: EACCES: ${join(dir, "device")}` });
     } finally {
       rmSync(dir, { recursive: true, force: true });
+      rmSync(bundle, { recursive: true, force: true });
     }
   });
 

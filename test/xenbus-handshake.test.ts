@@ -130,9 +130,7 @@ type Env = Awaited<ReturnType<typeof setup>>;
 
 function keysFor(info: BackendInfo, base = 10): FrontendKeys {
   return {
-    txRingRef: base,
-    rxRingRef: base + 1,
-    eventChannel: info.features.splitEventChannels ? { tx: base + 2, rx: base + 3 } : base + 2,
+    queues: [{ txRingRef: base, rxRingRef: base + 1, eventChannel: info.features.splitEventChannels ? { tx: base + 2, rx: base + 3 } : base + 2 }],
     features: { sg: true, gsoTcpv4: true, gsoTcpv6: true, rxNotify: true, noCsumOffload: false, ipv6CsumOffload: true },
   };
 }
@@ -248,9 +246,10 @@ describe("handshake", () => {
     const backend = (async () => {
       const fi = await awaitFrontend(env.back.xs, env.backPath, FAST);
       // Map what the frontend shared and bind its port: the keys must be the real ones.
-      const mapped = env.back.p.gnttab.map(fi.frontendId, [fi.txRingRef, fi.rxRingRef], true);
+      const q = fi.queues[0]!;
+      const mapped = env.back.p.gnttab.map(fi.frontendId, [q.txRingRef, q.rxRingRef], true);
       const ev = env.back.p.openEventChannels();
-      const port = ev.bindInterdomain(fi.frontendId, fi.eventChannel.tx);
+      const port = ev.bindInterdomain(fi.frontendId, q.eventChannel.tx);
       await connectBackend(env.back.xs, env.backPath);
       return { fi, mapped, ev, port };
     })();
@@ -263,7 +262,7 @@ describe("handshake", () => {
       await publishFrontend(
         env.front.xs,
         env.frontPath,
-        { txRingRef: tx, rxRingRef: rx, eventChannel: port, features: { sg: true, gsoTcpv4: true, gsoTcpv6: false, rxNotify: true, noCsumOffload: false, ipv6CsumOffload: false } },
+        { queues: [{ txRingRef: tx, rxRingRef: rx, eventChannel: port }], features: { sg: true, gsoTcpv4: true, gsoTcpv6: false, rxNotify: true, noCsumOffload: false, ipv6CsumOffload: false } },
         { numQueuesKey: info.features.multiQueue },
       );
       await awaitBackendConnected(env.front.xs, info.backendPath, FAST);
@@ -283,9 +282,7 @@ describe("handshake", () => {
       frontendPath: env.frontPath,
       mac: Uint8Array.from([0x00, 0x16, 0x3e, 0x12, 0x34, 0x56]),
       mtu: 1500,
-      txRingRef: f.shared.refs[0] as number,
-      rxRingRef: f.shared.refs[1] as number,
-      eventChannel: { tx: f.port, rx: f.port, split: false },
+      queues: [{ txRingRef: f.shared.refs[0] as number, rxRingRef: f.shared.refs[1] as number, eventChannel: { tx: f.port, rx: f.port, split: false } }],
       features: { sg: true, gsoTcpv4: true, gsoTcpv6: false, rxNotify: true, noCsumOffload: false, ipv6CsumOffload: false },
     });
     // The page is really shared, the channel really bound.
@@ -322,7 +319,7 @@ describe("handshake", () => {
     expect(info.backendPath).toBe("/local/domain/2/backend/vif/1/0");
     expect(info.mtu).toBe(9000);
     expect(info.features.splitEventChannels).toBe(true);
-    expect(fi.eventChannel).toEqual({ tx: 22, rx: 23, split: true });
+    expect(fi.queues[0]!.eventChannel).toEqual({ tx: 22, rx: 23, split: true });
     expect(await env.tool.xs.read(`${env.frontPath}/event-channel`)).toBeNull();
     expect(await statesAsDom0(env)).toEqual(["4", "4"]);
   });
@@ -336,7 +333,7 @@ describe("handshake", () => {
     }
     await setState(w, env.frontPath, XenbusState.Initialised);
     const fi = await awaitFrontend(env.back.xs, env.backPath, FAST);
-    expect(fi.eventChannel).toEqual({ tx: 5, rx: 5, split: false });
+    expect(fi.queues[0]!.eventChannel).toEqual({ tx: 5, rx: 5, split: false });
     // Initialised is enough for the backend; the frontend did not write multi-queue-num-queues: one queue.
     expect(fi.features.sg).toBe(false);
   });
@@ -506,9 +503,11 @@ describe("handshake refusals", () => {
   test("publishFrontend refuses nonsense from its caller", async () => {
     const env = await setup();
     const k = keysFor({ features: { splitEventChannels: false } } as BackendInfo);
-    await expect(publishFrontend(env.front.xs, env.frontPath, { ...k, txRingRef: -1 })).rejects.toThrow(RangeError);
-    await expect(publishFrontend(env.front.xs, env.frontPath, { ...k, eventChannel: 0 })).rejects.toThrow(RangeError);
-    await expect(advertiseBackend(env.back.xs, env.backPath, { ...FEATURES, maxQueues: 4 })).rejects.toThrow(RangeError);
+    await expect(publishFrontend(env.front.xs, env.frontPath, { ...k, queues: [{ ...k.queues[0]!, txRingRef: -1 }] })).rejects.toThrow(RangeError);
+    await expect(publishFrontend(env.front.xs, env.frontPath, { ...k, queues: [{ ...k.queues[0]!, eventChannel: 0 }] })).rejects.toThrow(RangeError);
+    await expect(publishFrontend(env.front.xs, env.frontPath, { ...k, queues: [] })).rejects.toThrow(RangeError);
+    await expect(advertiseBackend(env.back.xs, env.backPath, { ...FEATURES, maxQueues: 0 })).rejects.toThrow(RangeError);
+    await expect(advertiseBackend(env.back.xs, env.backPath, { ...FEATURES, maxQueues: 65 })).rejects.toThrow(RangeError);
   });
 });
 
@@ -690,7 +689,7 @@ describe("reconnect", () => {
     })();
     const [info, fi] = await Promise.all([frontendFlow(env, 100), backend]);
     expect(info.features.splitEventChannels).toBe(false);
-    expect(fi).toMatchObject({ txRingRef: 100, rxRingRef: 101, eventChannel: { tx: 102, rx: 102, split: false } });
+    expect(fi.queues).toEqual([{ txRingRef: 100, rxRingRef: 101, eventChannel: { tx: 102, rx: 102, split: false } }]);
     // The split keys of the first connection are gone.
     expect(await env.tool.xs.read(`${env.frontPath}/event-channel-tx`)).toBeNull();
     expect(await statesAsDom0(env)).toEqual(["4", "4"]);

@@ -1,12 +1,15 @@
 /**
  * What Netfront and Netback share once connected: the send path (a queue to the worker that
- * owns the outgoing ring), the receive path (a queue from the worker that owns the incoming
- * ring), listeners and async iteration, counters, and the order of a clean shutdown. The two
- * ends differ only in how they connect and which wire flags their directions use.
+ * owns each outgoing ring), the receive path (a queue from the worker that owns each incoming
+ * ring), listeners and async iteration, counters, and the order of a clean shutdown. With
+ * several queues (multi-queue), a frame goes out on the queue its flow hashes to, so one flow
+ * stays in order; what arrives on every queue goes to the same listeners. The two ends differ
+ * only in how they connect and which wire flags their directions use.
  */
 import type { Logger } from "pino";
 import { ETH_HLEN } from "../protocol/netif.ts";
-import { Counter } from "../workers/control.ts";
+import { queueFor } from "../protocol/flow-hash.ts";
+import { Control, Counter, type ControlState } from "../workers/control.ts";
 import { NetError } from "./errors.ts";
 import { FrameReader } from "./frame-reader.ts";
 import { FrameWriter } from "./frame-writer.ts";
@@ -61,14 +64,22 @@ export interface FlagCodec {
 
 export type FrameListener = (frame: Uint8Array, info: FrameInfo) => void;
 
+/** One queue pair of a device: its frame queues and the control blocks of their rings. */
+export interface QueuePath {
+  send: FrameQueueState;
+  recv: FrameQueueState;
+  sendControl: ControlState;
+  recvControl: ControlState;
+}
+
 /**
- * The queues a device's data path uses for its whole life, and how it learns that a worker
- * touched them: `attach` hands the pool's doorbell the writer's and the reader's handlers.
+ * The queues a device's data path uses for its whole life (as many pairs as it may ever
+ * negotiate), and how it learns that a worker touched them: `attach` hands the pool's doorbell
+ * the writer's and the reader's handlers of pair `i`.
  */
 export interface DataPath {
-  sendQueue: FrameQueueState;
-  recvQueue: FrameQueueState;
-  attach(onSendBell: () => void, onRecvBell: () => void): void;
+  queues: QueuePath[];
+  attach(i: number, onSendBell: () => void, onRecvBell: () => void): void;
   /** The device is closed for good: the bells go. */
   detach(): void;
 }
@@ -77,8 +88,13 @@ export interface DataPath {
 const ITERATOR_HIGH_WATER = 4096;
 
 export abstract class NetDevice {
-  private readonly writer: FrameWriter;
-  private readonly reader: FrameReader;
+  private readonly writers: FrameWriter[] = [];
+  private readonly readers: FrameReader[] = [];
+  /** The rings' control blocks, per queue pair: counters outlive sessions. */
+  private readonly txCtl: Control[];
+  private readonly rxCtl: Control[];
+  /** Scratch for writeWith with several queues: the frame is filled, then hashed, then queued. */
+  private scratch = new Uint8Array(0);
   private readonly listeners = new Set<FrameListener>();
   /** The listeners as an array, for the per-frame loop (iterating a Set allocates). */
   private listenerList: FrameListener[] = [];
@@ -99,10 +115,10 @@ export abstract class NetDevice {
   private receiveForClose = false;
 
   constructor(
-    /** The ring we send on (replaced when the device reconnects). */
-    protected sender: RoleHandle,
-    /** The ring we receive from (replaced when the device reconnects). */
-    protected receiver: RoleHandle,
+    /** The rings we send on, one per queue of this session (replaced when the device reconnects). */
+    protected senders: RoleHandle[],
+    /** The rings we receive from, one per queue of this session. */
+    protected receivers: RoleHandle[],
     private readonly sendFlags: FlagCodec,
     private readonly recvFlags: FlagCodec,
     protected readonly log: Logger,
@@ -110,14 +126,30 @@ export abstract class NetDevice {
   ) {
     // The main thread's ends of the queues live as long as the device: they carry the
     // producer's and consumer's own positions across sessions.
-    this.writer = new FrameWriter(new FrameQueue(path.sendQueue), {
-      minFrame: ETH_HLEN,
-      maxFrame: () => this.maxFrameSize,
-      wake: () => this.sender.kick(),
-      closed: () => this.closedError,
+    path.queues.forEach((qp, i) => {
+      const w = new FrameWriter(new FrameQueue(qp.send), {
+        minFrame: ETH_HLEN,
+        maxFrame: () => this.maxFrameSize,
+        wake: () => this.senders[i]?.kick(),
+        closed: () => this.closedError,
+      });
+      const r = new FrameReader(new FrameQueue(qp.recv), (frame, meta) => this.deliver(frame, meta), () => this.receivers[i]?.kick());
+      this.writers.push(w);
+      this.readers.push(r);
+      path.attach(i, w.onBell, r.onBell);
     });
-    this.reader = new FrameReader(new FrameQueue(path.recvQueue), (frame, meta) => this.deliver(frame, meta), () => this.receiver.kick());
-    path.attach(this.writer.onBell, this.reader.onBell);
+    this.txCtl = path.queues.map((q) => new Control(q.sendControl));
+    this.rxCtl = path.queues.map((q) => new Control(q.recvControl));
+  }
+
+  /** Queue pairs of the current session. */
+  get queues(): number {
+    return this.senders.length;
+  }
+
+  /** The writer of the queue `frame`'s flow goes out on. */
+  private writerFor(frame: Uint8Array): FrameWriter {
+    return this.writers[queueFor(frame, this.senders.length)]!;
   }
 
   /** Largest frame we may send now, Ethernet header included (it follows the current session). */
@@ -126,7 +158,7 @@ export abstract class NetDevice {
   /** Send one frame (copied before the promise settles; the buffer may be reused at once). */
   write(frame: Uint8Array, opts?: WriteOptions): Promise<void> {
     if (!(frame instanceof Uint8Array)) return Promise.reject(new NetError("BAD_ARGUMENT", "write takes a Uint8Array"));
-    return this.writer.write(frame.byteLength, this.sendFlags.encode(opts), (dst, off) => dst.set(frame, off));
+    return this.writerFor(frame).write(frame.byteLength, this.sendFlags.encode(opts), (dst, off) => dst.set(frame, off));
   }
 
   /**
@@ -137,15 +169,20 @@ export abstract class NetDevice {
     if (!(frame instanceof Uint8Array)) throw new NetError("BAD_ARGUMENT", "tryWrite takes a Uint8Array");
     this.pending = frame;
     try {
-      return this.writer.offer(frame.byteLength, this.sendFlags.encode(opts), this.fillPending);
+      return this.writerFor(frame).offer(frame.byteLength, this.sendFlags.encode(opts), this.fillPending);
     } finally {
       this.pending = null;
     }
   }
 
-  /** Resolves when a frame of `len` bytes (default: the largest) would be queued at once. */
-  writable(len = this.maxFrameSize): Promise<void> {
-    return this.writer.writable(len);
+  /**
+   * Resolves when a frame of `len` bytes (default: the largest) would be queued at once,
+   * whichever queue its flow takes (with several queues: when every queue has room).
+   */
+  async writable(len = this.maxFrameSize): Promise<void> {
+    const n = this.senders.length;
+    if (n <= 1) return this.writers[0]!.writable(len);
+    await Promise.all(this.writers.slice(0, n).map((w) => w.writable(len)));
   }
 
   /** Send one frame gathered from several buffers. */
@@ -154,7 +191,9 @@ export abstract class NetDevice {
       return Promise.reject(new NetError("BAD_ARGUMENT", "writev takes an array of Uint8Array"));
     }
     const len = parts.reduce((n, p) => n + p.byteLength, 0);
-    return this.writer.write(len, this.sendFlags.encode(opts), (dst, off) => {
+    // The flow is in the headers: the first part that holds 64 bytes, or a joined copy.
+    const head = parts[0] !== undefined && parts[0].byteLength >= Math.min(64, len) ? parts[0] : joined(parts, Math.min(64, len));
+    return this.writerFor(head).write(len, this.sendFlags.encode(opts), (dst, off) => {
       for (const p of parts) {
         dst.set(p, off);
         off += p.byteLength;
@@ -169,11 +208,25 @@ export abstract class NetDevice {
    */
   writeWith(len: number, fill: (buf: Uint8Array) => void, opts?: WriteOptions): Promise<void> {
     if (typeof fill !== "function") return Promise.reject(new NetError("BAD_ARGUMENT", "writeWith takes a fill callback"));
-    return this.writer.write(len, this.sendFlags.encode(opts), (dst, off) => {
-      const view = dst.subarray(off, off + len);
+    const meta = this.sendFlags.encode(opts);
+    if (this.senders.length <= 1) {
+      return this.writers[0]!.write(len, meta, (dst, off) => {
+        const view = dst.subarray(off, off + len);
+        view.fill(0);
+        fill(view);
+      });
+    }
+    // Several queues: the queue depends on what `fill` writes, so it writes into scratch first.
+    try {
+      this.writers[0]!.check(len);
+      if (this.scratch.length < len) this.scratch = new Uint8Array(Math.max(len, 2048));
+      const view = this.scratch.subarray(0, len);
       view.fill(0);
       fill(view);
-    });
+      return this.writerFor(view).write(len, meta, (dst, off) => dst.set(view, off));
+    } catch (e) {
+      return Promise.reject(e);
+    }
   }
 
   /**
@@ -185,7 +238,7 @@ export abstract class NetDevice {
     if (typeof cb !== "function") throw new NetError("BAD_ARGUMENT", "listen takes a callback");
     this.listeners.add(cb);
     this.listenerList = [...this.listeners];
-    this.reader.start();
+    this.startReaders();
     return () => {
       this.listeners.delete(cb);
       this.listenerList = [...this.listeners];
@@ -196,7 +249,7 @@ export abstract class NetDevice {
   /** Received frames, each a copy the caller owns. Ends when the device disconnects. */
   frames(): AsyncIterableIterator<Uint8Array> {
     const buf = new FrameBuffer(
-      () => this.reader.start(),
+      () => this.startReaders(),
       () => {
         this.iterators.delete(buf);
         this.pauseIfUnheard();
@@ -204,7 +257,7 @@ export abstract class NetDevice {
     );
     this.iterators.add(buf);
     if (this.closedError !== null) buf.end();
-    this.reader.start();
+    this.startReaders();
     return buf;
   }
 
@@ -212,9 +265,17 @@ export abstract class NetDevice {
     return this.frames();
   }
 
+  private startReaders(): void {
+    for (const r of this.readers) r.start();
+  }
+
+  private pauseReaders(): void {
+    for (const r of this.readers) r.pause();
+  }
+
   /** With nobody listening, frames stay queued (and the peer waits) instead of being dropped. */
   private pauseIfUnheard(): void {
-    if (this.listeners.size === 0 && this.iterators.size === 0 && !this.receiveForClose) this.reader.pause();
+    if (this.listeners.size === 0 && this.iterators.size === 0 && !this.receiveForClose) this.pauseReaders();
   }
 
   /**
@@ -263,7 +324,7 @@ export abstract class NetDevice {
     let full = false;
     for (const it of this.iterators) full = it.push(frame.slice()) || full;
     // Without a listener, an iterator that is behind holds receiving back, rather than buffering without bound.
-    if (full && this.listeners.size === 0 && !this.receiveForClose) this.reader.pause();
+    if (full && this.listeners.size === 0 && !this.receiveForClose) this.pauseReaders();
   }
 
   stats(): NetStats {
@@ -286,26 +347,36 @@ export abstract class NetDevice {
     };
   }
 
+  /** Per queue of the current session, what its rings carried (since the device began). */
+  queueStats(): { txPackets: number; txBytes: number; rxPackets: number; rxBytes: number }[] {
+    return this.senders.map((_, i) => ({
+      txPackets: this.txCtl[i]!.get(Counter.packets),
+      txBytes: this.txCtl[i]!.get(Counter.bytes),
+      rxPackets: this.rxCtl[i]!.get(Counter.packets),
+      rxBytes: this.rxCtl[i]!.get(Counter.bytes),
+    }));
+  }
+
   /** Counters restart from zero (the workers' own counters keep running; we subtract). */
   resetStats(): void {
     this.baseline = this.rawStats();
   }
 
   private rawStats(): NetStats {
-    const s = this.sender.control;
-    const r = this.receiver.control;
+    const s = (c: number) => sum(this.txCtl, c);
+    const r = (c: number) => sum(this.rxCtl, c);
     return {
-      rxPackets: r.get(Counter.packets),
-      rxBytes: r.get(Counter.bytes),
-      rxDrops: r.get(Counter.drops) + this.rxLostAtClose,
-      rxErrors: r.get(Counter.errors),
-      txPackets: s.get(Counter.packets),
-      txBytes: s.get(Counter.bytes),
-      txDrops: s.get(Counter.drops) + this.txLostAtClose,
-      txErrors: s.get(Counter.errors),
-      txSleeps: s.get(Counter.sleeps),
-      rxSleeps: r.get(Counter.sleeps),
-      txLost: s.get(Counter.lost) + this.txLostAtClose,
+      rxPackets: r(Counter.packets),
+      rxBytes: r(Counter.bytes),
+      rxDrops: r(Counter.drops) + this.rxLostAtClose,
+      rxErrors: r(Counter.errors),
+      txPackets: s(Counter.packets),
+      txBytes: s(Counter.bytes),
+      txDrops: s(Counter.drops) + this.txLostAtClose,
+      txErrors: s(Counter.errors),
+      txSleeps: s(Counter.sleeps),
+      rxSleeps: r(Counter.sleeps),
+      txLost: s(Counter.lost) + this.txLostAtClose,
       rxLost: this.rxLostAtClose,
       listenerErrors: this.listenerErrorCount,
     };
@@ -316,38 +387,74 @@ export abstract class NetDevice {
     return this.closedError === null;
   }
 
-  /** Frames written whose fate is not yet final (queued, or in flight to the peer). */
+  /** Frames written whose fate is not yet final (queued, or in flight to the peer), on every queue. */
   protected unsettled(): number {
-    return (this.writer.committed - this.sender.control.settled) >>> 0;
+    let n = 0;
+    for (let i = 0; i < this.writers.length; i++) n += (this.writers[i]!.committed - this.txCtl[i]!.settled) >>> 0;
+    return n;
+  }
+
+  /** Whether the peer lets us send now (the gate every sending ring of a session shares). */
+  protected get sendGateOpen(): boolean {
+    return this.senders.length > 0 && this.senders.every((s) => s.control.peerConnected);
+  }
+
+  /** Open or close the send gate of every sending ring, and wake them. */
+  protected setSendGate(open: boolean): void {
+    for (const s of this.senders) {
+      s.control.setPeerConnected(open);
+      if (open) s.kick();
+    }
   }
 
   /**
    * Wait until every frame written has settled (the peer answered it, or it was given up),
-   * for at most `ms`; returns how many had not. It stops early when the worker fails or the
+   * for at most `ms`; returns how many had not. It stops early when a ring fails or the
    * peer is no longer connected: nothing more would leave then.
    */
   protected async flush(ms: number): Promise<number> {
     const deadline = performance.now() + ms;
-    const s = this.sender;
     for (;;) {
       const left = this.unsettled();
-      if (left === 0 || s.control.failure !== null || !s.control.peerConnected || performance.now() >= deadline) return left;
-      s.kick();
+      if (left === 0 || this.senders.some((s) => s.control.failure !== null) || !this.sendGateOpen || performance.now() >= deadline) return left;
+      for (const s of this.senders) s.kick();
       await Bun.sleep(1);
     }
   }
 
-  /** Stop both workers, taking in what the peer left on the rings first; the queues keep what they hold. */
+  /** Stop every ring, taking in what the peer left on them first; the queues keep what they hold. */
   protected async stopWorkers(timeoutMs: number): Promise<void> {
     const opts = { drainMs: Math.min(timeoutMs, DRAIN_MS), timeoutMs };
-    const failures = await Promise.all([this.sender.stop(opts), this.receiver.stop(opts)]);
+    const failures = await Promise.all([...this.senders, ...this.receivers].map((h) => h.stop(opts)));
     for (const f of failures) if (f !== null) this.log.warn({ failure: f }, "ring worker stopped with an error");
   }
 
-  /** New workers on the same queues and counters (a reconnected device). */
-  protected replaceWorkers(sender: RoleHandle, receiver: RoleHandle): void {
-    this.sender = sender;
-    this.receiver = receiver;
+  /**
+   * New rings on the same queues and counters (a reconnected device). When the new session
+   * has fewer queues, what waits in the ones it does not use moves to those it does (each
+   * frame to its flow's), in order: nothing is left behind in a queue no ring reads.
+   */
+  protected replaceWorkers(senders: RoleHandle[], receivers: RoleHandle[]): void {
+    this.senders = senders;
+    this.receivers = receivers;
+    for (let i = senders.length; i < this.writers.length; i++) this.rehome(i);
+  }
+
+  private rehome(i: number): void {
+    // No ring consumes this queue now: this thread takes its frames out itself.
+    const q = new FrameQueue(this.path.queues[i]!.send);
+    const w = this.writers[i]!;
+    let moved = 0;
+    for (let off = q.peek(); off >= 0; off = q.peek()) {
+      const frame = q.data.slice(off, off + q.recordLength(off));
+      const meta = q.recordMeta(off);
+      q.release(off);
+      moved++;
+      void this.writerFor(frame).write(frame.byteLength, meta, (dst, at) => dst.set(frame, at)).catch(() => {});
+    }
+    // They settle where they went now: this queue's count starts even again.
+    w.committed = this.txCtl[i]!.settled;
+    if (moved > 0) this.log.info({ frames: moved, fromQueue: i, queues: this.senders.length }, "the new session has fewer queues: frames moved to the others");
   }
 
   /**
@@ -357,7 +464,7 @@ export abstract class NetDevice {
    */
   protected startClosingReceive(): void {
     this.receiveForClose = true;
-    this.reader.start();
+    this.startReaders();
   }
 
   /**
@@ -368,15 +475,17 @@ export abstract class NetDevice {
   protected async stopDataPath(reason: NetError, lostInFlight = 0): Promise<void> {
     this.closedError ??= reason;
     this.receiveForClose = true;
-    this.reader.drainAll();
-    this.reader.stop();
-    this.writer.closed();
+    for (const r of this.readers) {
+      r.drainAll();
+      r.stop();
+    }
+    for (const w of this.writers) w.closed();
     this.path.detach();
     for (const it of this.iterators) it.end();
     const unsent = this.unsettled();
     if (unsent > 0) {
       this.txLostAtClose += unsent;
-      this.writer.committed = this.sender.control.settled;
+      this.writers.forEach((w, i) => (w.committed = this.txCtl[i]!.settled));
     }
     if (unsent + lostInFlight > 0) {
       this.log.warn({ frames: unsent + lostInFlight, queued: unsent, inFlight: lostInFlight }, "frames written were not delivered: the peer did not take them before the device closed");
@@ -392,6 +501,25 @@ export abstract class NetDevice {
 
 /** How long a stopping worker may take to read what the peer left on its ring. */
 const DRAIN_MS = 250;
+
+function sum(ctls: Control[], counter: number): number {
+  let n = 0;
+  for (const c of ctls) n += c.get(counter);
+  return n;
+}
+
+/** The first `n` bytes of parts laid end to end. */
+function joined(parts: readonly Uint8Array[], n: number): Uint8Array {
+  const out = new Uint8Array(n);
+  let at = 0;
+  for (const p of parts) {
+    if (at >= n) break;
+    const take = Math.min(p.byteLength, n - at);
+    out.set(p.subarray(0, take), at);
+    at += take;
+  }
+  return out;
+}
 
 function zeroStats(): NetStats {
   return { rxPackets: 0, rxBytes: 0, rxDrops: 0, rxErrors: 0, txPackets: 0, txBytes: 0, txDrops: 0, txErrors: 0, txSleeps: 0, rxSleeps: 0, txLost: 0, rxLost: 0, listenerErrors: 0 };

@@ -14,17 +14,21 @@ import { ETH_DATA_LEN, ETH_HLEN, MAX_PACKET_SIZE } from "../protocol/netif.ts";
 import { BACK_KEYS, backendDir, formatMac, FRONT_KEYS, XenbusState } from "../protocol/xenbus.ts";
 import type { DeviceClaim, MappedPages, Platform } from "../platform/types.ts";
 import type { RingKind } from "./pool.ts";
+import type { RoleHandle } from "./role-handle.ts";
 import { Cleanup } from "./cleanup.ts";
 import { NetError } from "./errors.ts";
 import { rxFlags, txFlags } from "./flags.ts";
 import { loggerFor } from "./logger.ts";
-import { checkBackOptions } from "./options.ts";
+import { checkBackOptions, DEFAULT_QUEUES } from "./options.ts";
 import { defaultPlatform } from "./platform-default.ts";
 import { claimDevice, createContext, giveUp, nothingToTell, SessionDevice, type DeviceContext, type Session } from "./session.ts";
 import { advertiseBackend, awaitFrontend, resetBackendForReconnect, type BackendFeatures, type FrontendInfo } from "./xenbus/backend.ts";
 import { awaitPeerKeys, Deadline, setState, waitForState } from "./xenbus/wait.ts";
 export const NETBACK_MAC = Uint8Array.of(0xfe, 0xff, 0xff, 0xff, 0xff, 0xff);
-const FEATURES: BackendFeatures = { sg: true, gsoTcpv4: false, gsoTcpv6: false, splitEventChannels: true, maxQueues: 1 };
+/** What we offer; `maxQueues` as asked (multi-queue-max-queues). */
+function features(maxQueues: number): BackendFeatures {
+  return { sg: true, gsoTcpv4: false, gsoTcpv6: false, splitEventChannels: true, maxQueues };
+}
 
 export interface NetbackOptions {
   /** The hypervisor; default: real Xen if present, else the embedded simulated one (as domain 0). */
@@ -52,6 +56,8 @@ export interface NetbackOptions {
    * (default false: the device closes). Frames written meanwhile wait for the next front end.
    */
   reconnect?: boolean;
+  /** Most queues (pairs of rings) to offer, 1..16 (default: the CPUs, at most 8, as Linux netback offers the CPUs). */
+  maxQueues?: number;
 }
 
 interface BackSession extends Session {
@@ -86,10 +92,10 @@ export class Netback extends SessionDevice<BackSession> {
     let dev: Netback | null = null;
     try {
       claim = claimDevice(platform, dir, "Netback");
-      const ctx = createContext(platform, dir, o, { claim, ownsPlatform: owned }, log, (failure) => dev?.workerStopped(failure));
+      const ctx = createContext(platform, dir, o, o.maxQueues ?? DEFAULT_QUEUES, { claim, ownsPlatform: owned }, log, (failure) => dev?.workerStopped(failure));
       // The toolstack may write the device late: wait for it (NO_DEVICE when it never comes).
       await awaitPeerKeys(platform.xenstore, dir, BACK_KEYS.frontendId, BACK_KEYS.frontend, new Deadline({ timeoutMs: ctx.timeoutMs }));
-      await advertiseBackend(platform.xenstore, ctx.dir, FEATURES);
+      await advertiseBackend(platform.xenstore, ctx.dir, features(ctx.queues.length));
       dev = new Netback(ctx, await openSession(ctx), o.reconnect);
       await dev.followPeer();
     } catch (e) {
@@ -115,7 +121,7 @@ export class Netback extends SessionDevice<BackSession> {
 
   /** Offer the vif again (InitWait), as Linux netback does while the vif stays online. */
   protected async prepareReconnect(): Promise<boolean> {
-    const again = await resetBackendForReconnect(this.ctx.platform.xenstore, this.ctx.dir, FEATURES);
+    const again = await resetBackendForReconnect(this.ctx.platform.xenstore, this.ctx.dir, features(this.ctx.queues.length));
     if (!again) this.log.info("the vif is no longer online; closing");
     return again;
   }
@@ -165,7 +171,7 @@ async function openSession(ctx: DeviceContext): Promise<BackSession> {
   const res = new Cleanup();
   try {
     const info = await awaitFrontend(xs, backPath, { timeoutMs, signal: ctx.abort.signal });
-    if (!info.eventChannel.split) {
+    if (info.queues.some((q) => !q.eventChannel.split)) {
       throw new NetError("UNSUPPORTED", `the front end at ${info.frontendPath} did not use split event channels, which this version needs`);
     }
     // We send on the front end's RX ring, where each fragment carries its own size: with
@@ -179,12 +185,11 @@ async function openSession(ctx: DeviceContext): Promise<BackSession> {
       res.add("unmap ring", () => platform.gnttab.unmap(m));
       return m;
     };
-    const txRing = map(info.txRingRef);
-    const rxRing = map(info.rxRingRef);
     // Each ring goes to a pool worker of its kind, its port bound through that worker. We
     // receive on the TX ring and send on the RX ring.
-    const start = async (ring: RingKind, page: MappedPages, remotePort: number) => {
+    const start = async (q: number, ring: RingKind, page: MappedPages, remotePort: number) => {
       const sends = ring === "rx";
+      const cq = ctx.queues[q]!;
       const w = await ctx.pool.start({
         ring,
         platform,
@@ -192,9 +197,9 @@ async function openSession(ctx: DeviceContext): Promise<BackSession> {
         peerPort: { domid: info.frontendId, port: remotePort },
         init: {
           role: sends ? "back-rx" : "back-tx",
-          control: sends ? ctx.txControl : ctx.rxControl,
-          queue: sends ? ctx.txQueue : ctx.rxQueue,
-          bell: sends ? ctx.bells.send : ctx.bells.recv,
+          control: sends ? cq.sendControl : cq.recvControl,
+          queue: sends ? cq.send : cq.recv,
+          bell: sends ? cq.sendBell : cq.recvBell,
           ring: page.descriptor!,
           data: null,
           peer: info.frontendId,
@@ -203,15 +208,21 @@ async function openSession(ctx: DeviceContext): Promise<BackSession> {
         },
         events: ctx.events,
       });
-      res.add(`stop the ${ring} ring`, () => w.stop());
+      res.add(`stop the ${ring} ring of queue ${q}`, () => w.stop());
       return w;
     };
-    const receiver = await start("tx", txRing, info.eventChannel.tx);
-    const sender = await start("rx", rxRing, info.eventChannel.rx);
-    sender.control.setPeerConnected(true);
+    const senders: RoleHandle[] = [];
+    const receivers: RoleHandle[] = [];
+    for (const [q, keys] of info.queues.entries()) {
+      const txRing = map(keys.txRingRef);
+      const rxRing = map(keys.rxRingRef);
+      receivers.push(await start(q, "tx", txRing, keys.eventChannel.tx));
+      senders.push(await start(q, "rx", rxRing, keys.eventChannel.rx));
+    }
+    for (const s of senders) s.control.setPeerConnected(true);
     await setState(xs, backPath, XenbusState.Connected);
-    log.info({ frontendPath: info.frontendPath, peerMac: formatMac(info.mac), mtu, sendMax, recvMax }, "connected");
-    return { info, sender, receiver, resources: res, sendMax, mtu };
+    log.info({ frontendPath: info.frontendPath, peerMac: formatMac(info.mac), mtu, sendMax, recvMax, queues: info.queues.length }, "connected");
+    return { info, senders, receivers, resources: res, sendMax, mtu };
   } catch (e) {
     await res.run(log);
     if (!nothingToTell(e)) await giveUp(xs, backPath);

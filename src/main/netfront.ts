@@ -15,6 +15,7 @@ import { ETH_DATA_LEN, ETH_HLEN, MAX_PACKET_SIZE } from "../protocol/netif.ts";
 import { BACK_KEYS, formatMac, frontendDir, XenbusState } from "../protocol/xenbus.ts";
 import type { DeviceClaim, Platform, SharedPages } from "../platform/types.ts";
 import type { RingKind } from "./pool.ts";
+import type { RoleHandle } from "./role-handle.ts";
 import { Cleanup } from "./cleanup.ts";
 import { NetError } from "./errors.ts";
 import { rxFlags, txFlags } from "./flags.ts";
@@ -22,11 +23,17 @@ import { loggerFor } from "./logger.ts";
 import { checkFrontOptions } from "./options.ts";
 import { defaultPlatform } from "./platform-default.ts";
 import { claimDevice, createContext, giveUp, nothingToTell, SessionDevice, type DeviceContext, type Session } from "./session.ts";
-import { awaitBackend, awaitBackendConnected, publishFrontend, type BackendInfo } from "./xenbus/frontend.ts";
+import { awaitBackend, awaitBackendConnected, publishFrontend, type BackendInfo, type QueueKeys } from "./xenbus/frontend.ts";
 import { setState, waitForState, type Deadline } from "./xenbus/wait.ts";
 
-/** Data pages per direction: one per ring slot. */
-const DATA_PAGES = 256;
+/**
+ * Data pages per direction and queue: one per ring slot with one queue; fewer with several, so
+ * a vif keeps within what a domain may grant (Linux's gntalloc allows 1024 grants by default).
+ */
+function dataPagesPerQueue(queues: number): number {
+  return Math.max(32, Math.floor(256 / queues));
+}
+
 
 export interface NetfrontOptions {
   /** The hypervisor; default: real Xen if present, else the embedded simulated one (as `domid`). */
@@ -57,6 +64,13 @@ export interface NetfrontOptions {
    * the device closes.
    */
   reconnect?: boolean;
+  /**
+   * Most queues (pairs of rings) to use, 1..16 (default 1); fewer if the back end offers
+   * fewer. With several, a frame goes out on the queue its flow hashes to: frames of one flow
+   * keep their order, frames of different flows may not (Linux netfront asks for one queue per
+   * CPU). With one, every frame keeps its order.
+   */
+  queues?: number;
 }
 
 interface FrontSession extends Session {
@@ -87,7 +101,7 @@ export class Netfront extends SessionDevice<FrontSession> {
     let dev: Netfront | null = null;
     try {
       claim = claimDevice(platform, dir, "Netfront");
-      const ctx = createContext(platform, dir, o, { claim, ownsPlatform: owned }, log, (failure) => dev?.workerStopped(failure));
+      const ctx = createContext(platform, dir, o, o.queues ?? 1, { claim, ownsPlatform: owned }, log, (failure) => dev?.workerStopped(failure));
       dev = new Netfront(ctx, await openSession(ctx), o.reconnect);
       await dev.followPeer();
       if (o.awaitBackend) await awaitBackendConnected(platform.xenstore, dev.session.info.backendPath, { timeoutMs: ctx.timeoutMs });
@@ -107,8 +121,7 @@ export class Netfront extends SessionDevice<FrontSession> {
     await this.watchPeerState(`${this.session.info.backendPath}/${BACK_KEYS.state}`, (s) => {
       if (s === XenbusState.Connected) {
         seenConnected = true;
-        this.sender.control.setPeerConnected(true);
-        this.sender.kick();
+        this.setSendGate(true);
       } else if (seenConnected || s === XenbusState.Closing || s === XenbusState.Closed) {
         this.peerLeft(s);
       }
@@ -189,22 +202,22 @@ async function openSession(ctx: DeviceContext): Promise<FrontSession> {
       res.add("unshare pages", () => platform.gnttab.unshare(s, { defer: true }));
       return s;
     };
-    const txRing = share(1, true);
-    const rxRing = share(1, true);
-    const txData = share(DATA_PAGES, false);
-    const rxData = share(DATA_PAGES, true);
+    // As many queues as we want and the back end offers; each its two rings and data pages.
+    const queues = Math.min(ctx.queues.length, info.features.maxQueues);
+    const pages = dataPagesPerQueue(queues);
     // Each ring goes to a pool worker of its kind, with a port allocated through that worker.
-    const start = async (ring: RingKind, page: SharedPages, data: SharedPages) => {
+    const start = async (q: number, ring: RingKind, page: SharedPages, data: SharedPages) => {
       const tx = ring === "tx";
+      const cq = ctx.queues[q]!;
       const w = await ctx.pool.start({
         ring,
         platform,
         bindPort: (evtchn) => evtchn.allocUnbound(be),
         init: {
           role: tx ? "front-tx" : "front-rx",
-          control: tx ? ctx.txControl : ctx.rxControl,
-          queue: tx ? ctx.txQueue : ctx.rxQueue,
-          bell: tx ? ctx.bells.send : ctx.bells.recv,
+          control: tx ? cq.sendControl : cq.recvControl,
+          queue: tx ? cq.send : cq.recv,
+          bell: tx ? cq.sendBell : cq.recvBell,
           ring: page.descriptor,
           data: { pages: data.descriptor, refs: [...data.refs] },
           peer: be,
@@ -213,25 +226,30 @@ async function openSession(ctx: DeviceContext): Promise<FrontSession> {
         },
         events: ctx.events,
       });
-      res.add(`stop the ${ring} ring`, () => w.stop());
+      res.add(`stop the ${ring} ring of queue ${q}`, () => w.stop());
       return w;
     };
-    const sender = await start("tx", txRing, txData);
-    const receiver = await start("rx", rxRing, rxData);
+    const senders: RoleHandle[] = [];
+    const receivers: RoleHandle[] = [];
+    const keys: QueueKeys[] = [];
+    for (let q = 0; q < queues; q++) {
+      const txRing = share(1, true);
+      const rxRing = share(1, true);
+      const sender = await start(q, "tx", txRing, share(pages, false));
+      const receiver = await start(q, "rx", rxRing, share(pages, true));
+      senders.push(sender);
+      receivers.push(receiver);
+      keys.push({ txRingRef: txRing.refs[0]!, rxRingRef: rxRing.refs[0]!, eventChannel: { tx: sender.port, rx: receiver.port } });
+    }
     if (ctx.abort.signal.aborted) throw new NetError("DISCONNECTED", "the device was disconnected while connecting");
     await publishFrontend(
       xs,
       frontPath,
-      {
-        txRingRef: txRing.refs[0]!,
-        rxRingRef: rxRing.refs[0]!,
-        eventChannel: { tx: sender.port, rx: receiver.port },
-        features: { sg: true, gsoTcpv4: false, gsoTcpv6: false, rxNotify: true, noCsumOffload: false, ipv6CsumOffload: false },
-      },
+      { queues: keys, features: { sg: true, gsoTcpv4: false, gsoTcpv6: false, rxNotify: true, noCsumOffload: false, ipv6CsumOffload: false } },
       { numQueuesKey: info.features.multiQueue },
     );
-    log.info({ backend: info.backendPath, mac: formatMac(info.mac), mtu, sendMax, recvMax }, "connected");
-    return { info, sender, receiver, resources: res, sendMax, mtu };
+    log.info({ backend: info.backendPath, mac: formatMac(info.mac), mtu, sendMax, recvMax, queues }, "connected");
+    return { info, senders, receivers, resources: res, sendMax, mtu };
   } catch (e) {
     await res.run(log);
     // Tell the back end, unless nothing was negotiated yet (it would not be listening).

@@ -3,6 +3,7 @@
  * value is a NetError BAD_ARGUMENT naming the option and the value, thrown before a grant is
  * taken or a xenstore node written, never a RangeError from deep inside or a timeout later.
  */
+import { availableParallelism } from "node:os";
 import type { Logger } from "pino";
 import type { Platform } from "../platform/types.ts";
 import { NetError } from "./errors.ts";
@@ -110,23 +111,39 @@ function common(o: Record<string, unknown>, reconnectDefault: boolean): CheckedO
   };
 }
 
+/** Most queues a device may use (the protocol allows more; Linux asks for 8 at most). */
+export const MAX_QUEUES = 16;
+/** Queues a back end offers by default: one per CPU, at most 8, as Linux netback does. */
+export const DEFAULT_QUEUES = Math.max(1, Math.min(8, availableParallelism()));
+
 export interface CheckedFrontOptions extends CheckedOptions {
   /** This domain's id on the default simulated hypervisor. */
   domid: number;
   awaitBackend: boolean;
+  queues: number | undefined;
 }
 
 export function checkFrontOptions(v: unknown): CheckedFrontOptions {
   const o = record(v, "Netfront.connect");
-  return { ...common(o, true), domid: integer(o, "domid", 0, DOMID_MAX, 1), awaitBackend: boolean(o, "awaitBackend", true) };
+  return {
+    ...common(o, true),
+    domid: integer(o, "domid", 0, DOMID_MAX, 1),
+    awaitBackend: boolean(o, "awaitBackend", true),
+    queues: o.queues === undefined ? undefined : integer(o, "queues", 1, MAX_QUEUES),
+  };
 }
 
 export interface CheckedBackOptions extends CheckedOptions {
   frontendDomid: number;
+  maxQueues: number | undefined;
 }
 
 export function checkBackOptions(v: unknown): CheckedBackOptions {
   if (v === undefined) throw new NetError("BAD_ARGUMENT", "Netback.serve needs options, at least { frontendDomid }");
   const o = record(v, "Netback.serve");
-  return { ...common(o, false), frontendDomid: integer(o, "frontendDomid", 0, DOMID_MAX) };
+  return {
+    ...common(o, false),
+    frontendDomid: integer(o, "frontendDomid", 0, DOMID_MAX),
+    maxQueues: o.maxQueues === undefined ? undefined : integer(o, "maxQueues", 1, MAX_QUEUES),
+  };
 }

@@ -11,10 +11,10 @@
 import type { Logger } from "pino";
 import { XenbusState, xenbusStateName } from "../protocol/xenbus.ts";
 import type { DeviceClaim, Platform, XenStore, XsWatch } from "../platform/types.ts";
-import { Counter, createControlState, type ControlState } from "../workers/control.ts";
-import { createFrameQueueState, type FrameQueueState } from "../workers/frame-queue.ts";
+import { Counter, createControlState } from "../workers/control.ts";
+import { createFrameQueueState } from "../workers/frame-queue.ts";
 import type { Cleanup } from "./cleanup.ts";
-import { NetDevice, type DataPath, type FlagCodec } from "./device.ts";
+import { NetDevice, type DataPath, type FlagCodec, type QueuePath } from "./device.ts";
 import { NetError } from "./errors.ts";
 import type { CheckedOptions } from "./options.ts";
 import { RingPool } from "./pool.ts";
@@ -45,10 +45,8 @@ export interface DeviceContext {
   dir: string;
   timeoutMs: number;
   log: Logger;
-  txQueue: FrameQueueState;
-  rxQueue: FrameQueueState;
-  txControl: ControlState;
-  rxControl: ControlState;
+  /** Every queue pair the device may use (a session uses the first `n` it negotiates). */
+  queues: ContextQueue[];
   events: RingWorkerEvents;
   /** Aborted when the device closes for good: ends a wait for a peer that is not there. */
   abort: AbortController;
@@ -60,15 +58,20 @@ export interface DeviceContext {
   ownsPlatform: boolean;
   /** The machine's ring worker pool. */
   pool: RingPool;
-  /** The doorbell bits the roles ring for our send and receive queues. */
-  bells: { send: { bits: WakeBitsState; index: number }; recv: { bits: WakeBitsState; index: number } };
   path: DataPath;
+}
+
+/** One queue pair as a session's rings need it: queues, control blocks, doorbell bits. */
+export interface ContextQueue extends QueuePath {
+  sendBell: { bits: WakeBitsState; index: number };
+  recvBell: { bits: WakeBitsState; index: number };
 }
 
 /** One connection to the peer. */
 export interface Session {
-  sender: RoleHandle;
-  receiver: RoleHandle;
+  /** Per queue of this session: the ring we send on and the one we receive from. */
+  senders: RoleHandle[];
+  receivers: RoleHandle[];
   resources: Cleanup;
   /** Largest frame we may send in this session, Ethernet header included. */
   sendMax: number;
@@ -93,50 +96,57 @@ export function claimDevice(platform: Platform, dir: string, what: string): Devi
   return claim;
 }
 
-/** A device's context; `onWorkerStop` hears of a worker that stopped unasked. */
+/**
+ * A device's context, with `queues` queue pairs (the most it may negotiate); `onWorkerStop`
+ * hears of a ring that stopped unasked.
+ */
 export function createContext(
   platform: Platform,
   dir: string,
   opts: CheckedOptions,
+  queues: number,
   hold: { claim: DeviceClaim; ownsPlatform: boolean },
   log: Logger,
   onWorkerStop: (failure: string) => void,
 ): DeviceContext {
   const window = opts.queueBytes ?? DEFAULT_QUEUE_BYTES;
   const capacity = queueCapacity(window);
-  const txQueue = createFrameQueueState(capacity, window);
-  const rxQueue = createFrameQueueState(capacity, window);
   const pool = RingPool.for(platform);
+  const bits = pool.doorbell.state;
   // The bells exist before the device does (the first session opens first): they forward to
   // the handlers the device attaches.
-  let onSend = (): void => {};
-  let onRecv = (): void => {};
-  const send = pool.doorbell.register(() => onSend());
-  const recv = pool.doorbell.register(() => onRecv());
-  const bits = pool.doorbell.state;
+  const handlers: { send: () => void; recv: () => void }[] = [];
+  const bellIndices: number[] = [];
+  const qs: ContextQueue[] = Array.from({ length: queues }, (_, i) => {
+    handlers.push({ send: () => {}, recv: () => {} });
+    const send = pool.doorbell.register(() => handlers[i]!.send());
+    const recv = pool.doorbell.register(() => handlers[i]!.recv());
+    bellIndices.push(send, recv);
+    return {
+      send: createFrameQueueState(capacity, window),
+      recv: createFrameQueueState(capacity, window),
+      sendControl: createControlState(),
+      recvControl: createControlState(),
+      sendBell: { bits, index: send },
+      recvBell: { bits, index: recv },
+    };
+  });
   return {
     platform,
     dir,
     timeoutMs: opts.timeoutMs,
     log,
-    txQueue,
-    rxQueue,
+    queues: qs,
     pool,
-    bells: { send: { bits, index: send }, recv: { bits, index: recv } },
     path: {
-      sendQueue: txQueue,
-      recvQueue: rxQueue,
-      attach(s, r) {
-        onSend = s;
-        onRecv = r;
+      queues: qs,
+      attach(i, s, r) {
+        handlers[i] = { send: s, recv: r };
       },
       detach() {
-        pool.doorbell.unregister(send);
-        pool.doorbell.unregister(recv);
+        for (const b of bellIndices) pool.doorbell.unregister(b);
       },
     },
-    txControl: createControlState(),
-    rxControl: createControlState(),
     abort: new AbortController(),
     spinMicros: opts.spinMicros,
     ...hold,
@@ -180,7 +190,7 @@ export abstract class SessionDevice<S extends Session> extends NetDevice {
     sendFlags: FlagCodec,
     recvFlags: FlagCodec,
   ) {
-    super(session.sender, session.receiver, sendFlags, recvFlags, ctx.log, ctx.path);
+    super(session.senders, session.receivers, sendFlags, recvFlags, ctx.log, ctx.path);
     this.session = session;
   }
 
@@ -265,13 +275,14 @@ export abstract class SessionDevice<S extends Session> extends NetDevice {
 
   /** End the session; returns how many frames in flight were lost with it. */
   private async endSession(d: Deadline): Promise<number> {
-    const before = this.sender.control.get(Counter.lost);
+    const lost = () => this.senders.reduce((n, s) => n + s.control.get(Counter.lost), 0);
+    const before = lost();
     await this.closeSession(d);
-    return this.sender.control.get(Counter.lost) - before;
+    return lost() - before;
   }
 
   private async reconnectLoop(): Promise<void> {
-    this.sender.control.setPeerConnected(false);
+    this.setSendGate(false);
     const lost = await this.endSession(new Deadline({ timeoutMs: this.ctx.timeoutMs, signal: this.ctx.abort.signal }));
     if (lost > 0) this.log.warn({ frames: lost }, "frames in flight were not delivered: the session ended before the peer answered them");
     while (this.closing === null) {
@@ -286,7 +297,7 @@ export abstract class SessionDevice<S extends Session> extends NetDevice {
           return;
         }
         this.session = s;
-        this.replaceWorkers(s.sender, s.receiver);
+        this.replaceWorkers(s.senders, s.receivers);
         this.reconnects++;
         await this.followPeer();
         this.log.info({ reconnects: this.reconnects }, "reconnected");
@@ -316,7 +327,7 @@ export abstract class SessionDevice<S extends Session> extends NetDevice {
     const d = new Deadline({ timeoutMs: this.ctx.timeoutMs });
     // A reconnect in progress sees `closing` (and the abort) and gives up; let it finish first.
     await this.reconnecting;
-    if (flush && this.sender.control.peerConnected) await this.flush(d.remaining() / 2);
+    if (flush && this.sendGateOpen) await this.flush(d.remaining() / 2);
     this.closedError ??= reason;
     this.startClosingReceive();
     const lost = await this.endSession(d);

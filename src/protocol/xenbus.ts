@@ -83,9 +83,13 @@ export function backendDir(backDomid: number, frontDomid: number, devid: number)
   return `/local/domain/${backDomid}/backend/vif/${frontDomid}/${devid}`;
 }
 
-/** Per-queue subdirectory, used only when two or more queues are negotiated. */
+/** Per-queue subdirectory's name, and path: used only when two or more queues are negotiated. */
+export function queueName(queue: number): string {
+  return `queue-${queue}`;
+}
+
 export function queueDir(dir: string, queue: number): string {
-  return `${dir}/queue-${queue}`;
+  return `${dir}/${queueName(queue)}`;
 }
 
 /** A `feature-*` flag: "1" is on; absent, "0" or anything else is off. */

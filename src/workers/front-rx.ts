@@ -1,8 +1,8 @@
 /**
- * The front end's RX ring: one page per ring slot, granted writable to the back end once and
- * posted with the slot's index as its id. A response sits in the slot of the request whose
- * page it filled (Linux netfront's rule), so the slot says which page to read and which
- * buffer to post again; an id that does not match its slot is the back end's error.
+ * The front end's RX ring: up to one page per ring slot, granted writable to the back end once
+ * and posted with the page's index as its id. A response sits in the slot of the request whose
+ * page it filled (Linux netfront's rule), so the slot says which page to read and which buffer
+ * to post again; an id that is not the page posted in its slot is the back end's error.
  * Received frames are copied to the main thread's queue; when it is full we stop consuming
  * and the back end waits: nothing is dropped on our side.
  */
@@ -37,6 +37,10 @@ export class FrontRx implements RingRole {
   /** Every packet is parsed into this one: valid until the next parse. */
   private readonly pkt = scratchRxPacket();
   private readonly full: QueueFull;
+  /** The page posted in each ring slot. */
+  private readonly slotPage: Int32Array;
+  /** Pages freed by the last consume, to post again. */
+  private readonly freed: number[] = [];
 
   constructor(
     init: RingWorkerInit,
@@ -52,27 +56,37 @@ export class FrontRx implements RingRole {
     this.pages = pageViews(init.data.pages).map((p) => new AddressedBytes(p));
     this.qData = new AddressedBytes(q.data);
     this.refs = init.data.refs;
-    if (this.pages.length !== this.ring.size) throw new Error(`front-rx needs one page per slot (${this.ring.size})`);
+    if (this.pages.length < 1 || this.pages.length > this.ring.size) throw new Error(`front-rx needs 1..${this.ring.size} pages, got ${this.pages.length}`);
+    this.slotPage = new Int32Array(this.ring.size);
     this.limits = { ...DEFAULT_RX_LIMITS, maxPacketSize: Math.min(init.maxFrame, q.maxRecord) };
     this.ring.init();
-    for (let i = 0; i < this.ring.size; i++) this.post();
+    for (let i = 0; i < this.pages.length; i++) this.post(i);
     if (this.ring.pushRequests()) this.kick.notify();
   }
 
-  /** Post the buffer of the slot the next request lands in. */
-  private post(): void {
+  /** Post page `page` in the slot the next request lands in. */
+  private post(page: number): void {
     const r = this.ring;
-    const slot = r.reqProdPvt & r.mask;
-    this.req.id = slot;
-    this.req.gref = this.refs[slot]!;
+    this.slotPage[r.reqProdPvt & r.mask] = page;
+    this.req.id = page;
+    this.req.gref = this.refs[page]!;
     encodeRxRequest(r.view, r.slotOffset(r.reqProdPvt), this.req);
     r.reqProdPvt = (r.reqProdPvt + 1) >>> 0;
   }
 
-  /** Consume `n` response slots and post their buffers again. */
+  /** The page posted in the slot of response index `idx`. */
+  private pageAt(idx: number): number {
+    return this.slotPage[idx & this.ring.mask]!;
+  }
+
+  /** Consume `n` response slots and post their pages again. */
   private consume(n: number): void {
-    this.ring.rspCons = (this.ring.rspCons + n) >>> 0;
-    for (let i = 0; i < n; i++) this.post();
+    const r = this.ring;
+    const freed = this.freed;
+    freed.length = 0;
+    for (let i = 0; i < n; i++) freed.push(this.pageAt(r.rspCons + i));
+    r.rspCons = (r.rspCons + n) >>> 0;
+    for (let i = 0; i < n; i++) this.post(freed[i]!);
   }
 
   poll(): boolean {
@@ -96,14 +110,14 @@ export class FrontRx implements RingRole {
       let bad = -1;
       for (let i = 0; i < frags.length; i++) {
         const f = frags[i]!;
-        if (f.id !== ((start + f.slot) & r.mask)) {
+        if (f.id !== this.pageAt(start + f.slot)) {
           bad = i;
           break;
         }
       }
       if (bad >= 0) {
         const f = frags[bad]!;
-        dropPacket(this.ctl, this.onError, new ProtocolError("BAD_ID", `rx_response[${f.slot}].id`, f.id, `the buffer in this slot was posted as id ${(start + f.slot) & r.mask}`));
+        dropPacket(this.ctl, this.onError, new ProtocolError("BAD_ID", `rx_response[${f.slot}].id`, f.id, `the buffer in this slot was posted as id ${this.pageAt(start + f.slot)}`));
         this.consume(p.slots);
         avail -= p.slots;
         continue;
@@ -117,7 +131,7 @@ export class FrontRx implements RingRole {
       let pos = off;
       for (let i = 0; i < frags.length; i++) {
         const f = frags[i]!;
-        const page = this.pages[(start + f.slot) & r.mask]!;
+        const page = this.pages[this.pageAt(start + f.slot)]!;
         copyBetween(this.qData, pos, page, f.offset, f.size);
         pos += f.size;
       }

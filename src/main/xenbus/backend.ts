@@ -4,7 +4,7 @@
  * device stays, get ready for a reconnect.
  */
 import type { DomId, XenStore, XsWatch } from "../../platform/types.ts";
-import { BACK_KEYS, FRONT_KEYS, parseFeature, XenbusState } from "../../protocol/xenbus.ts";
+import { BACK_KEYS, FRONT_KEYS, parseFeature, queueDir, XenbusState } from "../../protocol/xenbus.ts";
 import { asHandshakeError, HandshakeError } from "./errors.ts";
 import {
   awaitPeerKeys,
@@ -34,9 +34,12 @@ export interface BackendFeatures {
   gsoTcpv4: boolean;
   gsoTcpv6: boolean;
   splitEventChannels: boolean;
-  /** Only 1 for now: the handshake negotiates a single queue (awaitFrontend refuses more). */
+  /** Most queues the frontend may ask for (multi-queue-max-queues). */
   maxQueues: number;
 }
+
+/** Most queues a backend offers (Linux netback's default is the CPUs; netfront asks for 8 at most). */
+export const MAX_QUEUES = 64;
 
 /**
  * Write our features (one transaction, so a frontend never sees half an offer), then InitWait.
@@ -44,8 +47,8 @@ export interface BackendFeatures {
  * answers with multi-queue-num-queues=1.
  */
 export async function advertiseBackend(xs: XenStore, backPath: string, features: BackendFeatures): Promise<void> {
-  if (features.maxQueues !== 1) {
-    throw new RangeError(`maxQueues must be 1 (multi-queue is not implemented), got ${String(features.maxQueues)}`);
+  if (!Number.isInteger(features.maxQueues) || features.maxQueues < 1 || features.maxQueues > MAX_QUEUES) {
+    throw new RangeError(`maxQueues must be an integer in 1..${MAX_QUEUES}, got ${String(features.maxQueues)}`);
   }
   const K = BACK_KEYS;
   const writes: [string, string][] = [
@@ -73,6 +76,14 @@ export async function advertiseBackend(xs: XenStore, backPath: string, features:
   await switchState(xs, backPath, XenbusState.InitWait);
 }
 
+/** One queue's rings and channels, as the frontend published them. */
+export interface QueueInfo {
+  txRingRef: number;
+  rxRingRef: number;
+  /** Not split: tx === rx, one port. */
+  eventChannel: { tx: number; rx: number; split: boolean };
+}
+
 export interface FrontendInfo {
   frontendId: DomId;
   frontendPath: string;
@@ -80,10 +91,8 @@ export interface FrontendInfo {
   mac: Uint8Array;
   /** The vif's MTU: the backend dir's `mtu` (libxl writes it), else the frontend dir's, else 1500. */
   mtu: number;
-  txRingRef: number;
-  rxRingRef: number;
-  /** Not split: tx === rx, one port. */
-  eventChannel: { tx: number; rx: number; split: boolean };
+  /** As many as the frontend asked for (multi-queue-num-queues, default 1). */
+  queues: QueueInfo[];
   features: {
     sg: boolean;
     gsoTcpv4: boolean;
@@ -130,10 +139,21 @@ export async function awaitFrontend(xs: XenStore, backPath: string, opts: WaitOp
   if (rxCopy?.trim() !== "1") {
     throw new HandshakeError("NO_RX_COPY", rxCopyPath, rxCopy, "the frontend does not request rx-copy (flip mode is not supported)");
   }
+  // As Linux netback: one queue's keys sit in the frontend dir, several queues' under queue-N/.
   const queuesPath = key(K.multiQueueNumQueues);
-  const queues = await readUintOr(xs, queuesPath, 1, U32_MAX, 1);
-  if (queues > 1) {
-    throw new HandshakeError("BAD_KEY", queuesPath, String(queues), "this backend negotiates a single queue (it advertised multi-queue-max-queues=1)");
+  const offered = await readUintOr(xs, `${backPath}/${BACK_KEYS.multiQueueMaxQueues}`, 1, MAX_QUEUES, 1);
+  const count = await readUintOr(xs, queuesPath, 1, U32_MAX, 1);
+  if (count > offered) {
+    throw new HandshakeError("BAD_KEY", queuesPath, String(count), `the frontend asks for more queues than this backend offered (multi-queue-max-queues=${offered})`);
+  }
+  const queues: QueueInfo[] = [];
+  for (let q = 0; q < count; q++) {
+    const dir = count === 1 ? frontendPath : queueDir(frontendPath, q);
+    queues.push({
+      txRingRef: await readUint(xs, `${dir}/${K.txRingRef}`, U32_MAX),
+      rxRingRef: await readUint(xs, `${dir}/${K.rxRingRef}`, U32_MAX),
+      eventChannel: await readEventChannels(xs, backPath, dir),
+    });
   }
   const feature = async (k: string) => parseFeature(await read(xs, key(k)));
   return {
@@ -141,9 +161,7 @@ export async function awaitFrontend(xs: XenStore, backPath: string, opts: WaitOp
     frontendPath,
     mac: await readMac(xs, `${backPath}/${BACK_KEYS.mac}`),
     mtu: await readFirstMtu(xs, [`${backPath}/${BACK_KEYS.mtu}`, key(K.mtu)]),
-    txRingRef: await readUint(xs, key(K.txRingRef), U32_MAX),
-    rxRingRef: await readUint(xs, key(K.rxRingRef), U32_MAX),
-    eventChannel: await readEventChannels(xs, backPath, frontendPath),
+    queues,
     features: {
       sg: await feature(K.featureSg),
       gsoTcpv4: await feature(K.featureGsoTcpv4),
@@ -169,7 +187,7 @@ async function readFirstMtu(xs: XenStore, paths: string[]): Promise<number> {
  * `event-channel` is required (Linux netback falls back to it the same way). Port 0 is never
  * a bound port.
  */
-async function readEventChannels(xs: XenStore, backPath: string, frontendPath: string): Promise<FrontendInfo["eventChannel"]> {
+async function readEventChannels(xs: XenStore, backPath: string, frontendPath: string): Promise<QueueInfo["eventChannel"]> {
   const K = FRONT_KEYS;
   const offered = parseFeature(await read(xs, `${backPath}/${BACK_KEYS.featureSplitEventChannels}`));
   if (offered) {

@@ -5,7 +5,7 @@
  * and publishFrontend.
  */
 import type { DomId, XenStore } from "../../platform/types.ts";
-import { FRONT_KEYS, BACK_KEYS, parseFeature, XenbusState } from "../../protocol/xenbus.ts";
+import { FRONT_KEYS, BACK_KEYS, parseFeature, queueName, XenbusState } from "../../protocol/xenbus.ts";
 import { asHandshakeError, HandshakeError } from "./errors.ts";
 import {
   awaitPeerKeys,
@@ -117,11 +117,17 @@ async function resetFrontend(xs: XenStore, frontPath: string, backState: string,
 /** How long a reset of a stale connection waits for each of the backend's answers. */
 const STALE_RESET_MS = 2000;
 
-export interface FrontendKeys {
+/** One queue's rings and channel(s). */
+export interface QueueKeys {
   txRingRef: number;
   rxRingRef: number;
   /** One port, or two with split event channels (only if the backend offers them). */
   eventChannel: number | { tx: number; rx: number };
+}
+
+export interface FrontendKeys {
+  /** One per queue (at most what the backend offered). */
+  queues: QueueKeys[];
   features: {
     sg: boolean;
     gsoTcpv4: boolean;
@@ -146,27 +152,30 @@ export interface PublishOptions {
 export const DEFAULT_TX_RETRIES = 16;
 
 /**
- * Publish our rings, channel and features in ONE transaction (the backend reads them only
+ * Publish our rings, channels and features in ONE transaction (the backend reads them only
  * after our Connected, and must never see half of them), retrying on EAGAIN; then switch to
  * Connected. After `maxRetries` conflicts the EAGAIN surfaces as HandshakeError XENSTORE with
  * the PlatformError as its cause; nothing was written then.
  *
- * Single queue: the keys go flat in the frontend dir. Multi-queue would write
- * multi-queue-num-queues=N and the ring and channel keys under queue-0 .. queue-N-1 instead
- * (queueDir() in protocol/xenbus.ts), never at the top level.
+ * One queue: its keys go flat in the frontend dir (and multi-queue-num-queues=1 with
+ * `numQueuesKey`). Several: multi-queue-num-queues=N and each queue's keys under queue-0 ..
+ * queue-N-1 (queueDir() in protocol/xenbus.ts), none at the top level. Keys of the other
+ * layouts, left by an earlier connection, are removed: a backend must not bind stale ports.
  */
 export async function publishFrontend(xs: XenStore, frontPath: string, keys: FrontendKeys, opts: PublishOptions = {}): Promise<void> {
   checkKeys(keys);
   new Deadline(opts.signal === undefined ? {} : { signal: opts.signal }).checkAborted(frontPath);
   const K = FRONT_KEYS;
-  const ec = keys.eventChannel;
   const f = keys.features;
-  const writes: [string, string][] = [
-    [K.txRingRef, String(keys.txRingRef)],
-    [K.rxRingRef, String(keys.rxRingRef)],
-  ];
-  if (typeof ec === "number") writes.push([K.eventChannel, String(ec)]);
-  else writes.push([K.eventChannelTx, String(ec.tx)], [K.eventChannelRx, String(ec.rx)]);
+  const many = keys.queues.length > 1;
+  const writes: [string, string][] = [];
+  keys.queues.forEach((q, i) => {
+    const at = (k: string) => (many ? `${queueName(i)}/${k}` : k);
+    writes.push([at(K.txRingRef), String(q.txRingRef)], [at(K.rxRingRef), String(q.rxRingRef)]);
+    const ec = q.eventChannel;
+    if (typeof ec === "number") writes.push([at(K.eventChannel), String(ec)]);
+    else writes.push([at(K.eventChannelTx), String(ec.tx)], [at(K.eventChannelRx), String(ec.rx)]);
+  });
   writes.push(
     [K.requestRxCopy, "1"],
     [K.featureRxNotify, flag(f.rxNotify)],
@@ -176,10 +185,8 @@ export async function publishFrontend(xs: XenStore, frontPath: string, keys: Fro
     [K.featureNoCsumOffload, flag(f.noCsumOffload)],
     [K.featureIpv6CsumOffload, flag(f.ipv6CsumOffload)],
   );
-  if (opts.numQueuesKey === true) writes.push([K.multiQueueNumQueues, "1"]);
-  // Keys of the other event-channel layout may be left from an earlier connection; a backend
-  // that looks for split keys first (Linux does) would bind stale ports.
-  const stale = typeof ec === "number" ? [K.eventChannelTx, K.eventChannelRx] : [K.eventChannel];
+  if (many || opts.numQueuesKey === true) writes.push([K.multiQueueNumQueues, String(keys.queues.length)]);
+  const flat = [K.txRingRef, K.rxRingRef, K.eventChannel, K.eventChannelTx, K.eventChannelRx];
   const statePath = `${frontPath}/${K.state}`;
   try {
     await xs.transaction(async (tx) => {
@@ -187,7 +194,9 @@ export async function publishFrontend(xs: XenStore, frontPath: string, keys: Fro
       if ((await xs.read(statePath, tx)) === null) {
         throw new HandshakeError("GONE", statePath, null, "the device directory is gone (the toolstack removed the vif)");
       }
-      for (const k of stale) await xs.rm(`${frontPath}/${k}`, tx);
+      for (const c of await xs.directory(frontPath, tx)) if (/^queue-\d+$/.test(c)) await xs.rm(`${frontPath}/${c}`, tx);
+      for (const k of flat) await xs.rm(`${frontPath}/${k}`, tx);
+      if (!many && opts.numQueuesKey !== true) await xs.rm(`${frontPath}/${K.multiQueueNumQueues}`, tx);
       for (const [k, v] of writes) await xs.write(`${frontPath}/${k}`, v, tx);
     }, opts.maxRetries ?? DEFAULT_TX_RETRIES);
   } catch (e) {
@@ -200,14 +209,17 @@ function checkKeys(k: FrontendKeys): void {
   const u32 = (name: string, v: unknown, min = 0) => {
     if (typeof v !== "number" || !Number.isInteger(v) || v < min || v > U32_MAX) throw new RangeError(`${name} must be an integer in ${min}..${U32_MAX}, got ${String(v)}`);
   };
-  u32("txRingRef", k.txRingRef);
-  u32("rxRingRef", k.rxRingRef);
-  // Port 0 is never a bound port in Xen.
-  if (typeof k.eventChannel === "number") u32("eventChannel", k.eventChannel, 1);
-  else {
-    u32("eventChannel.tx", k.eventChannel.tx, 1);
-    u32("eventChannel.rx", k.eventChannel.rx, 1);
-  }
+  if (!Array.isArray(k.queues) || k.queues.length < 1) throw new RangeError("at least one queue's keys are needed");
+  k.queues.forEach((q, i) => {
+    u32(`queues[${i}].txRingRef`, q.txRingRef);
+    u32(`queues[${i}].rxRingRef`, q.rxRingRef);
+    // Port 0 is never a bound port in Xen.
+    if (typeof q.eventChannel === "number") u32(`queues[${i}].eventChannel`, q.eventChannel, 1);
+    else {
+      u32(`queues[${i}].eventChannel.tx`, q.eventChannel.tx, 1);
+      u32(`queues[${i}].eventChannel.rx`, q.eventChannel.rx, 1);
+    }
+  });
 }
 
 /**
