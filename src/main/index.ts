@@ -1,6 +1,8 @@
 /** bun-xen-net: the public API. */
 export { Netfront, type NetfrontOptions } from "./netfront.ts";
 export { Netback, NETBACK_MAC, type NetbackOptions } from "./netback.ts";
+export { VifServer, type ServeAllOptions, type VifEvent } from "./vif-server.ts";
+export { configurePool, type PoolOptions } from "./pool.ts";
 export { NetDevice, type FrameInfo, type FrameListener, type NetStats, type WriteOptions } from "./device.ts";
 export { NetError, type NetErrorCode } from "./errors.ts";
 export { defaultSimHypervisor } from "./platform-default.ts";

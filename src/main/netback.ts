@@ -15,6 +15,7 @@ import { BACK_KEYS, backendDir, formatMac, FRONT_KEYS, XenbusState } from "../pr
 import type { DeviceClaim, MappedPages, Platform } from "../platform/types.ts";
 import type { RingKind } from "./pool.ts";
 import type { RoleHandle } from "./role-handle.ts";
+import type { ServeAllOptions, VifServer } from "./vif-server.ts";
 import { Cleanup } from "./cleanup.ts";
 import { NetError } from "./errors.ts";
 import { rxFlags, txFlags } from "./flags.ts";
@@ -56,6 +57,11 @@ export interface NetbackOptions {
    * (default false: the device closes). Frames written meanwhile wait for the next front end.
    */
   reconnect?: boolean;
+  /**
+   * Aborts the serve while it is in progress (it rejects with HandshakeError ABORTED, leaving
+   * nothing behind); once it has resolved, the signal has no effect.
+   */
+  signal?: AbortSignal;
   /** Most queues (pairs of rings) to offer, 1..16 (default: the CPUs, at most 8, as Linux netback offers the CPUs). */
   maxQueues?: number;
 }
@@ -81,7 +87,11 @@ export class Netback extends SessionDevice<BackSession> {
     return this.session.info.frontendId;
   }
 
-  static async serve(opts: NetbackOptions): Promise<Netback> {
+  /**
+   * Serve one vif. (`wait`, for VifServer: how long the first handshake may wait for its front
+   * end, if not timeoutMs: a driver domain waits for a guest that has not booted yet.)
+   */
+  static async serve(opts: NetbackOptions, wait?: { handshakeMs: number }): Promise<Netback> {
     const o = checkBackOptions(opts);
     const platform = o.platform ?? (await defaultPlatform(0));
     const dir = backendDir(platform.domid, o.frontendDomid, o.devid);
@@ -93,10 +103,14 @@ export class Netback extends SessionDevice<BackSession> {
     try {
       claim = claimDevice(platform, dir, "Netback");
       const ctx = createContext(platform, dir, o, o.maxQueues ?? DEFAULT_QUEUES, { claim, ownsPlatform: owned }, log, (failure) => dev?.workerStopped(failure));
+      if (wait !== undefined) ctx.handshakeMs = wait.handshakeMs;
       // The toolstack may write the device late: wait for it (NO_DEVICE when it never comes).
       await awaitPeerKeys(platform.xenstore, dir, BACK_KEYS.frontendId, BACK_KEYS.frontend, new Deadline({ timeoutMs: ctx.timeoutMs }));
       await advertiseBackend(platform.xenstore, ctx.dir, features(ctx.queues.length));
       dev = new Netback(ctx, await openSession(ctx), o.reconnect);
+      // From now on the caller's signal and wait have no say: later sessions are the device's.
+      ctx.handshakeSignal = ctx.abort.signal;
+      ctx.handshakeMs = ctx.timeoutMs;
       await dev.followPeer();
     } catch (e) {
       if (dev === null) {
@@ -106,6 +120,15 @@ export class Netback extends SessionDevice<BackSession> {
       throw e;
     }
     return dev;
+  }
+
+  /**
+   * Serve every vif the toolstack creates for this domain, now and to come, each with a
+   * Netback of its own (`reconnect` on by default): see VifServer.
+   */
+  static async serveAll(opts: ServeAllOptions = {}): Promise<VifServer> {
+    const { VifServer } = await import("./vif-server.ts");
+    return VifServer.start(opts);
   }
 
   /** A front end that goes Closing, Closed or away ends the session. */
@@ -165,12 +188,12 @@ const MIN_STOP_MS = 50;
  * taken is released, and the front end is told (Closing, Closed) when it had offered us keys.
  */
 async function openSession(ctx: DeviceContext): Promise<BackSession> {
-  const { platform, dir: backPath, timeoutMs, log } = ctx;
+  const { platform, dir: backPath, log } = ctx;
   const xs = platform.xenstore;
   log.info({ backPath }, "offered the vif (InitWait); waiting for the front end");
   const res = new Cleanup();
   try {
-    const info = await awaitFrontend(xs, backPath, { timeoutMs, signal: ctx.abort.signal });
+    const info = await awaitFrontend(xs, backPath, { timeoutMs: ctx.handshakeMs, signal: ctx.handshakeSignal });
     if (info.queues.some((q) => !q.eventChannel.split)) {
       throw new NetError("UNSUPPORTED", `the front end at ${info.frontendPath} did not use split event channels, which this version needs`);
     }

@@ -65,6 +65,11 @@ export interface NetfrontOptions {
    */
   reconnect?: boolean;
   /**
+   * Aborts the connect while it is in progress (it rejects with HandshakeError ABORTED, leaving
+   * nothing behind); once it has resolved, the signal has no effect.
+   */
+  signal?: AbortSignal;
+  /**
    * Most queues (pairs of rings) to use, 1..16 (default 1); fewer if the back end offers
    * fewer. With several, a frame goes out on the queue its flow hashes to: frames of one flow
    * keep their order, frames of different flows may not (Linux netfront asks for one queue per
@@ -104,7 +109,9 @@ export class Netfront extends SessionDevice<FrontSession> {
       const ctx = createContext(platform, dir, o, o.queues ?? 1, { claim, ownsPlatform: owned }, log, (failure) => dev?.workerStopped(failure));
       dev = new Netfront(ctx, await openSession(ctx), o.reconnect);
       await dev.followPeer();
-      if (o.awaitBackend) await awaitBackendConnected(platform.xenstore, dev.session.info.backendPath, { timeoutMs: ctx.timeoutMs });
+      if (o.awaitBackend) await awaitBackendConnected(platform.xenstore, dev.session.info.backendPath, { timeoutMs: ctx.timeoutMs, signal: ctx.handshakeSignal });
+      // From now on the caller's signal has no say: later sessions end only with the device.
+      ctx.handshakeSignal = ctx.abort.signal;
     } catch (e) {
       if (dev === null) {
         claim?.release();
@@ -180,12 +187,12 @@ const MIN_STOP_MS = 50;
  * On failure everything taken is released and our state is Closed.
  */
 async function openSession(ctx: DeviceContext): Promise<FrontSession> {
-  const { platform, dir: frontPath, timeoutMs, log } = ctx;
+  const { platform, dir: frontPath, log } = ctx;
   const xs = platform.xenstore;
   log.info({ frontPath }, "waiting for the back end");
   const res = new Cleanup();
   try {
-    const info = await awaitBackend(xs, frontPath, { timeoutMs, signal: ctx.abort.signal });
+    const info = await awaitBackend(xs, frontPath, { timeoutMs: ctx.handshakeMs, signal: ctx.handshakeSignal });
     if (!info.features.splitEventChannels) {
       throw new NetError("UNSUPPORTED", `the back end at ${info.backendPath} does not offer feature-split-event-channels, which this version needs`);
     }

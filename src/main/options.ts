@@ -28,6 +28,8 @@ export interface CheckedOptions {
   queueBytes: number | undefined;
   spinMicros: number;
   reconnect: boolean;
+  /** Aborts the connect (or serve) while it is in progress; no effect once it resolved. */
+  signal: AbortSignal | undefined;
 }
 
 export function bad(name: string, v: unknown, want: string): NetError {
@@ -92,6 +94,12 @@ function platform(v: unknown): Platform | undefined {
   return v as Platform;
 }
 
+function signal(v: unknown): AbortSignal | undefined {
+  if (v === undefined) return undefined;
+  if (!(v instanceof AbortSignal)) throw bad("signal", v, "an AbortSignal");
+  return v;
+}
+
 function record(v: unknown, what: string): Record<string, unknown> {
   if (v === undefined) return {};
   if (v === null || typeof v !== "object") throw new NetError("BAD_ARGUMENT", `${what} takes an options object, got ${show(v)}`);
@@ -108,6 +116,7 @@ function common(o: Record<string, unknown>, reconnectDefault: boolean): CheckedO
     queueBytes,
     spinMicros: number(o, "spinMicros", 0, MAX_SPIN_MICROS, 0),
     reconnect: boolean(o, "reconnect", reconnectDefault),
+    signal: signal(o.signal),
   };
 }
 

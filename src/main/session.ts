@@ -50,6 +50,12 @@ export interface DeviceContext {
   events: RingWorkerEvents;
   /** Aborted when the device closes for good: ends a wait for a peer that is not there. */
   abort: AbortController;
+  /**
+   * What ends a handshake wait: the device closing, or the caller's signal while connect or
+   * serve is in progress (it is dropped once they resolve). Its bound: `handshakeMs`.
+   */
+  handshakeSignal: AbortSignal;
+  handshakeMs: number;
   /** RingWorkerInit.spinMicros for both workers. */
   spinMicros: number;
   /** Our hold on the device; released when it closes for good. */
@@ -113,6 +119,7 @@ export function createContext(
   const capacity = queueCapacity(window);
   const pool = RingPool.for(platform);
   const bits = pool.doorbell.state;
+  const abort = new AbortController();
   // The bells exist before the device does (the first session opens first): they forward to
   // the handlers the device attaches.
   const handlers: { send: () => void; recv: () => void }[] = [];
@@ -147,7 +154,9 @@ export function createContext(
         for (const b of bellIndices) pool.doorbell.unregister(b);
       },
     },
-    abort: new AbortController(),
+    abort,
+    handshakeSignal: opts.signal === undefined ? abort.signal : AbortSignal.any([abort.signal, opts.signal]),
+    handshakeMs: opts.timeoutMs,
     spinMicros: opts.spinMicros,
     ...hold,
     events: {
@@ -182,6 +191,9 @@ export abstract class SessionDevice<S extends Session> extends NetDevice {
   /** A session change in progress (the peer left and we reconnect). */
   protected reconnecting: Promise<void> | null = null;
   private reconnects = 0;
+  private settleClosed!: (reason: NetError) => void;
+  /** Resolves, with why, once the device has closed for good and released everything. */
+  readonly closed: Promise<NetError> = new Promise((r) => (this.settleClosed = r));
 
   constructor(
     protected readonly ctx: DeviceContext,
@@ -337,5 +349,6 @@ export abstract class SessionDevice<S extends Session> extends NetDevice {
     this.ctx.claim.release();
     if (this.ctx.ownsPlatform) this.ctx.platform.close();
     this.log.info("disconnected");
+    this.settleClosed(this.closedError ?? reason);
   }
 }

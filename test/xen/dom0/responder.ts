@@ -1,4 +1,13 @@
-/** A tiny host for tests: answers ARP requests and ICMP echo for one IPv4 address. */
+/** A tiny host for tests: answers ARP requests and ICMP echo for one IPv4 address, or several. */
+
+/** The reply to `f` from whichever of `ips` it asks for, or null. */
+export function respondAny(f: Uint8Array, mac: Uint8Array, ips: readonly (readonly number[])[]): Uint8Array | null {
+  for (const ip of ips) {
+    const r = respond(f, mac, ip);
+    if (r !== null) return r;
+  }
+  return null;
+}
 
 /** The reply to `f`, or null: an ARP reply for who-has `ip`, an echo reply to a ping of `ip`. */
 export function respond(f: Uint8Array, mac: Uint8Array, ip: readonly number[]): Uint8Array | null {
