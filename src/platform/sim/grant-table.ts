@@ -311,11 +311,17 @@ export class SimGrantTable implements GrantTable {
       for (const p of pages) pool.free(p);
       throw e;
     }
+    // A page's view is made when asked for: a front end shares hundreds of pages that only
+    // its workers touch (through the descriptor), and a view each would be garbage to scan.
+    let views: Uint8Array[] | null = null;
     return {
       peer,
       writable,
       refs,
-      pages: pages.map((p) => pool.view(p)),
+      get pages() {
+        views ??= pages.map((p) => pool.view(p));
+        return views;
+      },
       descriptor: { buffer: pool.memory, offsets: pages.map((p) => pool.offset(p)) },
     };
   }
