@@ -13,7 +13,7 @@ import type { Logger } from "pino";
 import { ETH_DATA_LEN, ETH_HLEN, MAX_PACKET_SIZE } from "../protocol/netif.ts";
 import { BACK_KEYS, backendDir, formatMac, FRONT_KEYS, XenbusState } from "../protocol/xenbus.ts";
 import type { DeviceClaim, MappedPages, Platform } from "../platform/types.ts";
-import type { RingKind } from "./pool.ts";
+import type { RingKind, RoleRequest } from "./pool.ts";
 import type { RoleHandle } from "./role-handle.ts";
 import type { ServeAllOptions, VifServer } from "./vif-server.ts";
 import { Cleanup } from "./cleanup.ts";
@@ -22,13 +22,13 @@ import { rxFlags, txFlags } from "./flags.ts";
 import { loggerFor } from "./logger.ts";
 import { checkBackOptions, DEFAULT_QUEUES } from "./options.ts";
 import { defaultPlatform } from "./platform-default.ts";
-import { claimDevice, createContext, giveUp, nothingToTell, SessionDevice, type DeviceContext, type Session } from "./session.ts";
+import { claimDevice, createContext, giveUp, nothingToTell, SessionDevice, startQueue, type DeviceContext, type Session } from "./session.ts";
 import { advertiseBackend, awaitFrontend, resetBackendForReconnect, type BackendFeatures, type FrontendInfo } from "./xenbus/backend.ts";
 import { awaitPeerKeys, Deadline, setState, waitForState } from "./xenbus/wait.ts";
 export const NETBACK_MAC = Uint8Array.of(0xfe, 0xff, 0xff, 0xff, 0xff, 0xff);
-/** What we offer; `maxQueues` as asked (multi-queue-max-queues). */
-function features(maxQueues: number): BackendFeatures {
-  return { sg: true, gsoTcpv4: false, gsoTcpv6: false, splitEventChannels: true, maxQueues };
+/** What we offer; `maxQueues` as asked (multi-queue-max-queues), split channels unless told not to. */
+function features(ctx: DeviceContext): BackendFeatures {
+  return { sg: ctx.scatterGather, gsoTcpv4: false, gsoTcpv6: false, splitEventChannels: ctx.splitEventChannels, maxQueues: ctx.queues.length };
 }
 
 export interface NetbackOptions {
@@ -57,6 +57,18 @@ export interface NetbackOptions {
    * (default false: the device closes). Frames written meanwhile wait for the next front end.
    */
   reconnect?: boolean;
+  /**
+   * Use split event channels (one per ring) when the peer offers them (default true). False:
+   * one channel for both rings, as peers that predate split channels use (mirage-net-xen,
+   * QEMU, the BSDs); a peer that does not offer split channels gets one channel either way.
+   */
+  splitEventChannels?: boolean;
+  /**
+   * Offer scatter-gather, feature-sg (default true): the peer may send us a packet in several
+   * slots, so frames over a page. False: one slot per packet each way, and an MTU of at most
+   * 1500, as a peer without scatter-gather has it (QEMU's back end, old front ends).
+   */
+  scatterGather?: boolean;
   /**
    * Aborts the serve while it is in progress (it rejects with HandshakeError ABORTED, leaving
    * nothing behind); once it has resolved, the signal has no effect.
@@ -106,7 +118,7 @@ export class Netback extends SessionDevice<BackSession> {
       if (wait !== undefined) ctx.handshakeMs = wait.handshakeMs;
       // The toolstack may write the device late: wait for it (NO_DEVICE when it never comes).
       await awaitPeerKeys(platform.xenstore, dir, BACK_KEYS.frontendId, BACK_KEYS.frontend, new Deadline({ timeoutMs: ctx.timeoutMs }));
-      await advertiseBackend(platform.xenstore, ctx.dir, features(ctx.queues.length));
+      await advertiseBackend(platform.xenstore, ctx.dir, features(ctx));
       dev = new Netback(ctx, await openSession(ctx), o.reconnect);
       // From now on the caller's signal and wait have no say: later sessions are the device's.
       ctx.handshakeSignal = ctx.abort.signal;
@@ -144,7 +156,7 @@ export class Netback extends SessionDevice<BackSession> {
 
   /** Offer the vif again (InitWait), as Linux netback does while the vif stays online. */
   protected async prepareReconnect(): Promise<boolean> {
-    const again = await resetBackendForReconnect(this.ctx.platform.xenstore, this.ctx.dir, features(this.ctx.queues.length));
+    const again = await resetBackendForReconnect(this.ctx.platform.xenstore, this.ctx.dir, features(this.ctx));
     if (!again) this.log.info("the vif is no longer online; closing");
     return again;
   }
@@ -194,26 +206,26 @@ async function openSession(ctx: DeviceContext): Promise<BackSession> {
   const res = new Cleanup();
   try {
     const info = await awaitFrontend(xs, backPath, { timeoutMs: ctx.handshakeMs, signal: ctx.handshakeSignal });
-    if (info.queues.some((q) => !q.eventChannel.split)) {
-      throw new NetError("UNSUPPORTED", `the front end at ${info.frontendPath} did not use split event channels, which this version needs`);
-    }
-    // We send on the front end's RX ring, where each fragment carries its own size: with
-    // scatter-gather a 64 KiB payload plus its header, without it one page. We receive TX
-    // packets, whose size field is a u16. Without scatter-gather the MTU is at most 1500.
-    const mtu = info.features.sg ? info.mtu : Math.min(info.mtu, ETH_DATA_LEN);
-    const sendMax = info.features.sg ? MAX_PACKET_SIZE + ETH_HLEN : 4096;
+    // We send on the front end's RX ring, where each fragment carries its own size: with its
+    // scatter-gather a 64 KiB payload plus its header, without it one slot, and the MTU at
+    // most 1500 (as Linux netback; also when we do not offer scatter-gather). We receive TX
+    // packets, whose size field is a u16 (several slots even when we did not offer them: a
+    // well-formed packet is taken, as Linux takes it).
+    const mtu = info.features.sg && ctx.scatterGather ? info.mtu : Math.min(info.mtu, ETH_DATA_LEN);
+    const sendMax = info.features.sg ? MAX_PACKET_SIZE + ETH_HLEN : mtu + ETH_HLEN;
     const recvMax = MAX_PACKET_SIZE;
     const map = (ref: number): MappedPages => {
       const m = platform.gnttab.map(info.frontendId, [ref], true);
       res.add("unmap ring", () => platform.gnttab.unmap(m));
       return m;
     };
-    // Each ring goes to a pool worker of its kind, its port bound through that worker. We
+    // Each ring goes to a pool worker of its kind, its port bound through that worker (one
+    // channel for both: bound through the TX ring's worker, shared by the RX ring). We
     // receive on the TX ring and send on the RX ring.
-    const start = async (q: number, ring: RingKind, page: MappedPages, remotePort: number) => {
+    const request = (q: number, ring: RingKind, page: MappedPages, remotePort: number): RoleRequest => {
       const sends = ring === "rx";
       const cq = ctx.queues[q]!;
-      const w = await ctx.pool.start({
+      return {
         ring,
         platform,
         bindPort: (evtchn) => evtchn.bindInterdomain(info.frontendId, remotePort),
@@ -230,21 +242,22 @@ async function openSession(ctx: DeviceContext): Promise<BackSession> {
           spinMicros: ctx.spinMicros,
         },
         events: ctx.events,
-      });
-      res.add(`stop the ${ring} ring of queue ${q}`, () => w.stop());
-      return w;
+      };
     };
     const senders: RoleHandle[] = [];
     const receivers: RoleHandle[] = [];
     for (const [q, keys] of info.queues.entries()) {
-      const txRing = map(keys.txRingRef);
-      const rxRing = map(keys.rxRingRef);
-      receivers.push(await start(q, "tx", txRing, keys.eventChannel.tx));
-      senders.push(await start(q, "rx", rxRing, keys.eventChannel.rx));
+      const ec = keys.eventChannel;
+      const txReq = request(q, "tx", map(keys.txRingRef), ec.tx);
+      const rxReq = request(q, "rx", map(keys.rxRingRef), ec.rx);
+      const [receiver, sender] = await startQueue(ctx, res, q, ec.split, txReq, rxReq);
+      receivers.push(receiver);
+      senders.push(sender);
     }
     for (const s of senders) s.control.setPeerConnected(true);
     await setState(xs, backPath, XenbusState.Connected);
-    log.info({ frontendPath: info.frontendPath, peerMac: formatMac(info.mac), mtu, sendMax, recvMax, queues: info.queues.length }, "connected");
+    const split = info.queues[0]!.eventChannel.split;
+    log.info({ frontendPath: info.frontendPath, peerMac: formatMac(info.mac), mtu, sendMax, recvMax, queues: info.queues.length, split, sg: info.features.sg }, "connected");
     return { info, senders, receivers, resources: res, sendMax, mtu };
   } catch (e) {
     await res.run(log);

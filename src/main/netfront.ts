@@ -11,10 +11,10 @@
  * session.
  */
 import type { Logger } from "pino";
-import { ETH_DATA_LEN, ETH_HLEN, MAX_PACKET_SIZE } from "../protocol/netif.ts";
+import { ETH_DATA_LEN, ETH_HLEN, GRANT_PAGE_SIZE, MAX_PACKET_SIZE } from "../protocol/netif.ts";
 import { BACK_KEYS, formatMac, frontendDir, XenbusState } from "../protocol/xenbus.ts";
 import type { DeviceClaim, Platform, SharedPages } from "../platform/types.ts";
-import type { RingKind } from "./pool.ts";
+import type { RingKind, RoleRequest } from "./pool.ts";
 import type { RoleHandle } from "./role-handle.ts";
 import { Cleanup } from "./cleanup.ts";
 import { NetError } from "./errors.ts";
@@ -22,7 +22,7 @@ import { rxFlags, txFlags } from "./flags.ts";
 import { loggerFor } from "./logger.ts";
 import { checkFrontOptions } from "./options.ts";
 import { defaultPlatform } from "./platform-default.ts";
-import { claimDevice, createContext, giveUp, nothingToTell, SessionDevice, type DeviceContext, type Session } from "./session.ts";
+import { claimDevice, createContext, giveUp, nothingToTell, SessionDevice, startQueue, type DeviceContext, type Session } from "./session.ts";
 import { awaitBackend, awaitBackendConnected, publishFrontend, type BackendInfo, type QueueKeys } from "./xenbus/frontend.ts";
 import { setState, waitForState, type Deadline } from "./xenbus/wait.ts";
 
@@ -64,6 +64,18 @@ export interface NetfrontOptions {
    * the device closes.
    */
   reconnect?: boolean;
+  /**
+   * Use split event channels (one per ring) when the peer offers them (default true). False:
+   * one channel for both rings, as peers that predate split channels use (mirage-net-xen,
+   * QEMU, the BSDs); a peer that does not offer split channels gets one channel either way.
+   */
+  splitEventChannels?: boolean;
+  /**
+   * Offer scatter-gather, feature-sg (default true): the peer may send us a packet in several
+   * slots, so frames over a page. False: one slot per packet each way, and an MTU of at most
+   * 1500, as a peer without scatter-gather has it (QEMU's back end, old front ends).
+   */
+  scatterGather?: boolean;
   /**
    * Aborts the connect while it is in progress (it rejects with HandshakeError ABORTED, leaving
    * nothing behind); once it has resolved, the signal has no effect.
@@ -193,16 +205,18 @@ async function openSession(ctx: DeviceContext): Promise<FrontSession> {
   const res = new Cleanup();
   try {
     const info = await awaitBackend(xs, frontPath, { timeoutMs: ctx.handshakeMs, signal: ctx.handshakeSignal });
-    if (!info.features.splitEventChannels) {
-      throw new NetError("UNSUPPORTED", `the back end at ${info.backendPath} does not offer feature-split-event-channels, which this version needs`);
-    }
     const be = info.backendId;
-    // A TX request's size is a u16 (XEN_NETIF_MAX_TX_SIZE), so we send at most 65535 bytes;
-    // RX responses size each fragment on its own, so we accept a 64 KiB payload plus its header.
-    // Without scatter-gather the MTU is at most 1500, as Linux netfront caps it.
-    const mtu = info.features.sg ? info.mtu : Math.min(info.mtu, ETH_DATA_LEN);
+    // A TX request's size is a u16 (XEN_NETIF_MAX_TX_SIZE), so we send at most 65535 bytes.
+    // Without the back end's scatter-gather we send one slot per packet, and the MTU is at
+    // most 1500, as Linux netfront caps it (also when we do not offer it). RX responses size
+    // each fragment on their own: with our scatter-gather we accept a 64 KiB payload plus its
+    // header, without it one slot (a page, as Linux netfront checks it).
+    const sg = info.features.sg && ctx.scatterGather;
+    const mtu = sg ? info.mtu : Math.min(info.mtu, ETH_DATA_LEN);
     const sendMax = info.features.sg ? MAX_PACKET_SIZE : mtu + ETH_HLEN;
-    const recvMax = info.features.sg ? MAX_PACKET_SIZE + ETH_HLEN : mtu + ETH_HLEN;
+    const recvMax = ctx.scatterGather ? MAX_PACKET_SIZE + ETH_HLEN : GRANT_PAGE_SIZE;
+    // One channel per ring only if the back end offers it and we were not told otherwise.
+    const split = info.features.splitEventChannels && ctx.splitEventChannels;
     const share = (count: number, writable: boolean): SharedPages => {
       const s = platform.gnttab.share(be, count, writable);
       // Access ends once the back end lets go of the pages, never before: they are not reused under it.
@@ -212,11 +226,12 @@ async function openSession(ctx: DeviceContext): Promise<FrontSession> {
     // As many queues as we want and the back end offers; each its two rings and data pages.
     const queues = Math.min(ctx.queues.length, info.features.maxQueues);
     const pages = dataPagesPerQueue(queues);
-    // Each ring goes to a pool worker of its kind, with a port allocated through that worker.
-    const start = async (q: number, ring: RingKind, page: SharedPages, data: SharedPages) => {
+    // Each ring goes to a pool worker of its kind, with a port allocated through that worker
+    // (with one channel, through the TX ring's worker, and the RX ring shares it).
+    const request = (q: number, ring: RingKind, page: SharedPages, data: SharedPages): RoleRequest => {
       const tx = ring === "tx";
       const cq = ctx.queues[q]!;
-      const w = await ctx.pool.start({
+      return {
         ring,
         platform,
         bindPort: (evtchn) => evtchn.allocUnbound(be),
@@ -232,9 +247,7 @@ async function openSession(ctx: DeviceContext): Promise<FrontSession> {
           spinMicros: ctx.spinMicros,
         },
         events: ctx.events,
-      });
-      res.add(`stop the ${ring} ring of queue ${q}`, () => w.stop());
-      return w;
+      };
     };
     const senders: RoleHandle[] = [];
     const receivers: RoleHandle[] = [];
@@ -242,20 +255,21 @@ async function openSession(ctx: DeviceContext): Promise<FrontSession> {
     for (let q = 0; q < queues; q++) {
       const txRing = share(1, true);
       const rxRing = share(1, true);
-      const sender = await start(q, "tx", txRing, share(pages, false));
-      const receiver = await start(q, "rx", rxRing, share(pages, true));
+      const txReq = request(q, "tx", txRing, share(pages, false));
+      const rxReq = request(q, "rx", rxRing, share(pages, true));
+      const [sender, receiver] = await startQueue(ctx, res, q, split, txReq, rxReq);
       senders.push(sender);
       receivers.push(receiver);
-      keys.push({ txRingRef: txRing.refs[0]!, rxRingRef: rxRing.refs[0]!, eventChannel: { tx: sender.port, rx: receiver.port } });
+      keys.push({ txRingRef: txRing.refs[0]!, rxRingRef: rxRing.refs[0]!, eventChannel: split ? { tx: sender.port, rx: receiver.port } : sender.port });
     }
     if (ctx.abort.signal.aborted) throw new NetError("DISCONNECTED", "the device was disconnected while connecting");
     await publishFrontend(
       xs,
       frontPath,
-      { queues: keys, features: { sg: true, gsoTcpv4: false, gsoTcpv6: false, rxNotify: true, noCsumOffload: false, ipv6CsumOffload: false } },
+      { queues: keys, features: { sg: ctx.scatterGather, gsoTcpv4: false, gsoTcpv6: false, rxNotify: true, noCsumOffload: false, ipv6CsumOffload: false } },
       { numQueuesKey: info.features.multiQueue },
     );
-    log.info({ backend: info.backendPath, mac: formatMac(info.mac), mtu, sendMax, recvMax, queues }, "connected");
+    log.info({ backend: info.backendPath, mac: formatMac(info.mac), mtu, sendMax, recvMax, queues, split, sg: info.features.sg }, "connected");
     return { info, senders, receivers, resources: res, sendMax, mtu };
   } catch (e) {
     await res.run(log);

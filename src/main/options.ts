@@ -28,6 +28,10 @@ export interface CheckedOptions {
   queueBytes: number | undefined;
   spinMicros: number;
   reconnect: boolean;
+  /** Use split event channels when the peer allows them (false: one channel for both rings). */
+  splitEventChannels: boolean;
+  /** Offer scatter-gather (feature-sg): receive packets of several slots. */
+  scatterGather: boolean;
   /** Aborts the connect (or serve) while it is in progress; no effect once it resolved. */
   signal: AbortSignal | undefined;
 }
@@ -116,6 +120,8 @@ function common(o: Record<string, unknown>, reconnectDefault: boolean): CheckedO
     queueBytes,
     spinMicros: number(o, "spinMicros", 0, MAX_SPIN_MICROS, 0),
     reconnect: boolean(o, "reconnect", reconnectDefault),
+    splitEventChannels: boolean(o, "splitEventChannels", true),
+    scatterGather: boolean(o, "scatterGather", true),
     signal: signal(o.signal),
   };
 }

@@ -21,6 +21,7 @@ import type { RingWorkerInit } from "../workers/role.ts";
 import { WakeBits, createWakeBitsState } from "../workers/wake-bits.ts";
 import { Doorbell } from "./doorbell.ts";
 import { NetError } from "./errors.ts";
+import { PortLease } from "./port-lease.ts";
 import { RoleHandle, type RingWorkerEvents } from "./role-handle.ts";
 
 const THREAD_URL = new URL("../workers/pool-thread.ts", import.meta.url).href;
@@ -68,9 +69,12 @@ export interface RoleRequest {
   bindPort(evtchn: EventChannels): Port;
   /** The other end's port, when it is known (a back end binds to it): if it is ours too, we join it. */
   peerPort?: { domid: DomId; port: Port };
-  init: Omit<RingWorkerInit, "platform" | "evtchn" | "port">;
+  init: Omit<RingWorkerInit, "platform" | "evtchn" | "port" | "partner">;
   events: RingWorkerEvents;
 }
+
+/** The second ring of a queue whose two rings share one port: it binds nothing. */
+export type SharedRoleRequest = Omit<RoleRequest, "bindPort" | "peerPort">;
 
 /** The main thread's side of one pool worker. */
 export class PoolThread {
@@ -107,6 +111,11 @@ export class PoolThread {
     return this.roles.size;
   }
 
+  /** Where another worker wakes one of our roles: our WakeBits and our waiter. */
+  wakeAddress(slot: number): NonNullable<RingWorkerInit["partner"]> {
+    return { bits: this.pending.state, index: slot, waiter: this.waiter.descriptor };
+  }
+
   /** Tell the worker about a role: the command, then its bit, then a kick if it sleeps. */
   send(cmd: PoolCommand): void {
     if (this.dead) return;
@@ -123,6 +132,11 @@ export class PoolThread {
     const s = this.freeSlots.pop() ?? this.nextSlot++;
     if (s >= SLOTS_PER_WORKER) throw new NetError("UNSUPPORTED", `a pool worker holds at most ${SLOTS_PER_WORKER - 1} rings`);
     return s;
+  }
+
+  /** A slot allocated and never used. */
+  freeSlot(slot: number): void {
+    this.freeSlots.push(slot);
   }
 
   /** `domid`'s event channels through this worker's waiter, shared by its roles of that domain. */
@@ -162,11 +176,9 @@ export class PoolThread {
     this.pool.threadDied(this);
     for (const h of [...this.roles.values()]) h.workerDied(why);
     this.roles.clear();
-    try {
-      this.waiter.close();
-    } catch {
-      // Closed with its machine (a simulated hypervisor gone): nothing left to release.
-    }
+    // Its waiter stays open until the pool stops: a worker whose role shares a port with one of
+    // ours may still kick it, and a closed descriptor's number could be reused meanwhile.
+    this.pool.retire(this.waiter);
   }
 
   /** Stop the thread (the pool is idle): its roles are all gone already. */
@@ -207,6 +219,7 @@ export class RingPool {
   private idleTimer: ReturnType<typeof setTimeout> | null = null;
   /** Which worker runs the ring whose (domain, port) this is, for the other end to join. */
   private readonly ports = new Map<string, PoolThread>();
+  private readonly retired: EventWaiter[] = [];
 
   private constructor(
     private readonly key: string,
@@ -225,29 +238,79 @@ export class RingPool {
   }
 
   /** Put a ring on a worker: bind its port through the worker, send the role, wait until it runs. */
-  async start(req: RoleRequest): Promise<RoleHandle> {
+  start(req: RoleRequest): Promise<RoleHandle> {
     this.cancelIdleStop();
+    return this.startOwner(req, this.threadFor(req), null);
+  }
+
+  /**
+   * Two rings on one port (a peer with one event channel for both): the first binds the port
+   * through its worker, the second uses it through the same channels. The first's worker,
+   * when the port fires, wakes the second's role too; it learns where before the port can
+   * fire, so no event is missed. The port is unbound once both rings have left.
+   */
+  async startPair(first: RoleRequest, second: SharedRoleRequest): Promise<[RoleHandle, RoleHandle]> {
+    this.cancelIdleStop();
+    const firstThread = this.threadFor(first);
+    const thread = this.place(second.ring);
+    const slot = thread.allocSlot();
+    let owner: RoleHandle;
+    try {
+      owner = await this.startOwner(first, firstThread, thread.wakeAddress(slot));
+    } catch (e) {
+      thread.freeSlot(slot);
+      this.maybeIdle();
+      throw e;
+    }
+    const init: RingWorkerInit = { ...second.init, platform: second.platform.descriptor, evtchn: owner.init.evtchn, port: owner.port, partner: null };
+    try {
+      return [owner, await this.launch(thread, slot, init, owner.lease.share(), second.events)];
+    } catch (e) {
+      await owner.stop({ timeoutMs: 1000 });
+      throw e;
+    }
+  }
+
+  private threadFor(req: RoleRequest): PoolThread {
     const near = req.peerPort === undefined ? undefined : this.ports.get(portKey(req.peerPort.domid, req.peerPort.port));
-    const thread = near !== undefined && !near.dead && near.kind === req.ring ? near : this.place(req.ring);
+    return near !== undefined && !near.dead && near.kind === req.ring ? near : this.place(req.ring);
+  }
+
+  private async startOwner(req: RoleRequest, thread: PoolThread, partner: RingWorkerInit["partner"] & object | null): Promise<RoleHandle> {
+    const slot = thread.allocSlot();
     const evtchn = thread.viewFor(req.platform);
     let port: Port;
     try {
       port = req.bindPort(evtchn);
     } catch (e) {
+      thread.freeSlot(slot);
       thread.releaseView(req.platform.domid);
       this.maybeIdle();
       throw e;
     }
-    const slot = thread.allocSlot();
-    const init: RingWorkerInit = { ...req.init, platform: req.platform.descriptor, evtchn: evtchn.descriptor, port };
     const key = portKey(req.platform.domid, port);
-    const h = new RoleHandle(thread, slot, init, evtchn, req.platform.domid, req.events, () => this.ports.delete(key));
+    const lease = new PortLease(evtchn, port, () => {
+      thread.releaseView(req.platform.domid);
+      this.ports.delete(key);
+    });
     this.ports.set(key, thread);
+    const init: RingWorkerInit = { ...req.init, platform: req.platform.descriptor, evtchn: evtchn.descriptor, port, partner };
+    return this.launch(thread, slot, init, lease, req.events);
+  }
+
+  /** Send the role to its worker and wait until it runs. */
+  private async launch(thread: PoolThread, slot: number, init: RingWorkerInit, lease: PortLease, events: RingWorkerEvents): Promise<RoleHandle> {
+    const h = new RoleHandle(thread, slot, init, lease, events);
     thread.attach(slot, h);
     this.roles++;
     thread.send({ type: "add", slot, init });
     await h.running(ADD_TIMEOUT_MS);
     return h;
+  }
+
+  /** A dead worker's waiter: closed when the pool stops (see PoolThread.died). */
+  retire(w: EventWaiter): void {
+    this.retired.push(w);
   }
 
   /** The least loaded worker of `kind`, or a new one while fewer run than allowed. */
@@ -283,6 +346,13 @@ export class RingPool {
     this.idleTimer = null;
     if (this.roles > 0) return;
     for (const kind of ["tx", "rx"] as const) for (const t of this.threads[kind].splice(0)) t.stop();
+    for (const w of this.retired.splice(0)) {
+      try {
+        w.close();
+      } catch {
+        // Closed with its machine (a simulated hypervisor gone): nothing left to release.
+      }
+    }
     this.home?.close();
     this.home = null;
     RingPool.pools.delete(this.key);

@@ -4,12 +4,13 @@
  * what the peer left on the ring first, when asked) and then unbinds its port. It hears the
  * role's peer errors and its stopping unasked (a broken peer, a crash, the worker gone).
  */
-import type { DomId, EventChannels, Port } from "../platform/types.ts";
+import type { Port } from "../platform/types.ts";
 import { Control, WorkerState } from "../workers/control.ts";
 import { FrameQueue } from "../workers/frame-queue.ts";
 import type { PoolEvent } from "../workers/pool-worker.ts";
 import type { RingWorkerInit } from "../workers/role.ts";
 import type { PoolThread } from "./pool.ts";
+import type { PortLease } from "./port-lease.ts";
 
 export interface RingWorkerEvents {
   onPeerError(e: Extract<PoolEvent, { type: "peer-error" }>): void;
@@ -32,11 +33,9 @@ export class RoleHandle {
     private readonly thread: PoolThread,
     private readonly slot: number,
     readonly init: RingWorkerInit,
-    private readonly evtchn: EventChannels,
-    private readonly domid: DomId,
+    /** The role's port: its own, or one it shares with the queue's other ring. */
+    readonly lease: PortLease,
     private readonly events: RingWorkerEvents,
-    /** Called once the port is unbound. */
-    private readonly onReleased: () => void = () => {},
   ) {
     this.control = new Control(init.control);
     // The control block may have served an earlier session (a reconnect): its counters go on.
@@ -128,7 +127,7 @@ export class RoleHandle {
    * Remove the role from its worker and wait for it. With `drainMs`, it first takes in what
    * the peer left on the ring (for up to that long), then stops at once. Past `timeoutMs` in
    * all, it is given up on (a worker that does not answer: its slot is not used again).
-   * Then the port is unbound. Returns the role's failure, if it had one.
+   * Then it lets go of its port (unbound once no ring uses it). Returns the role's failure, if it had one.
    */
   async stop(opts: { drainMs?: number; timeoutMs?: number } = {}): Promise<string | null> {
     const timeoutMs = Math.max(opts.timeoutMs ?? 5000, 1);
@@ -156,13 +155,7 @@ export class RoleHandle {
   private releasePort(): void {
     if (this.released) return;
     this.released = true;
-    try {
-      this.evtchn.unbind(this.init.port);
-    } catch {
-      // Unbound already: the worker's handle was closed with its thread, or the domain is gone.
-    }
-    this.thread.releaseView(this.domid);
-    this.onReleased();
+    this.lease.release();
   }
 }
 

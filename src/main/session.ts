@@ -17,7 +17,7 @@ import type { Cleanup } from "./cleanup.ts";
 import { NetDevice, type DataPath, type FlagCodec, type QueuePath } from "./device.ts";
 import { NetError } from "./errors.ts";
 import type { CheckedOptions } from "./options.ts";
-import { RingPool } from "./pool.ts";
+import { RingPool, type RoleRequest } from "./pool.ts";
 import type { RingWorkerEvents, RoleHandle } from "./role-handle.ts";
 import type { WakeBitsState } from "../workers/wake-bits.ts";
 import { HandshakeError } from "./xenbus/errors.ts";
@@ -58,6 +58,10 @@ export interface DeviceContext {
   handshakeMs: number;
   /** RingWorkerInit.spinMicros for both workers. */
   spinMicros: number;
+  /** Split event channels allowed (the option); used only when the peer allows them too. */
+  splitEventChannels: boolean;
+  /** We offer scatter-gather (the option): the peer may send us packets of several slots. */
+  scatterGather: boolean;
   /** Our hold on the device; released when it closes for good. */
   claim: DeviceClaim;
   /** We opened the platform (none was passed): it closes with the device. */
@@ -91,6 +95,26 @@ export interface Session {
  */
 export function queueCapacity(window = DEFAULT_QUEUE_BYTES): number {
   return 1 << Math.ceil(Math.log2(Math.max(2 * MAX_RECORD, window + MAX_RECORD)));
+}
+
+/**
+ * Put one queue's two rings on the pool, each stopped with the session's resources: with
+ * `split`, each on its own port; otherwise on one port, which the first ring binds. Returns
+ * [first, second].
+ */
+export async function startQueue(ctx: DeviceContext, res: Cleanup, q: number, split: boolean, first: RoleRequest, second: RoleRequest): Promise<[RoleHandle, RoleHandle]> {
+  const stopWith = (h: RoleHandle, ring: string) => res.add(`stop the ${ring} ring of queue ${q}`, () => h.stop());
+  if (split) {
+    const a = await ctx.pool.start(first);
+    stopWith(a, first.ring);
+    const b = await ctx.pool.start(second);
+    stopWith(b, second.ring);
+    return [a, b];
+  }
+  const pair = await ctx.pool.startPair(first, second);
+  stopWith(pair[0], first.ring);
+  stopWith(pair[1], second.ring);
+  return pair;
 }
 
 /** Claim the device at `dir` for this device's life: IN_USE when someone else has it. */
@@ -158,6 +182,8 @@ export function createContext(
     handshakeSignal: opts.signal === undefined ? abort.signal : AbortSignal.any([abort.signal, opts.signal]),
     handshakeMs: opts.timeoutMs,
     spinMicros: opts.spinMicros,
+    splitEventChannels: opts.splitEventChannels,
+    scatterGather: opts.scatterGather,
     ...hold,
     events: {
       onPeerError: (m) => log.warn({ code: m.code, field: m.field, value: m.value, suppressed: m.suppressed }, `peer error: ${m.message}`),

@@ -22,7 +22,7 @@ import {
 import { GNTST, pageViews, type CopySegment, type GrantTable } from "../platform/types.ts";
 import { Control, Counter } from "./control.ts";
 import { FrameQueue } from "./frame-queue.ts";
-import { dropPacket, PUBLISH_EVERY, queueBell, type PeerNotifier, type QueueBell, type RingRole, type RingWorkerInit } from "./role.ts";
+import { dropOversize, dropPacket, PUBLISH_EVERY, queueBell, type PeerNotifier, type QueueBell, type RingRole, type RingWorkerInit } from "./role.ts";
 
 export class BackRx implements RingRole {
   private readonly ring: BackRing;
@@ -35,6 +35,8 @@ export class BackRx implements RingRole {
   private needSlots = 0;
   /** Frames answered on the ring since the last push: settled once the push is done. */
   private unpushed = 0;
+  /** Largest frame this session may send: one slot's worth without the front end's feature-sg. */
+  private readonly maxFrame: number;
 
   constructor(
     init: RingWorkerInit,
@@ -47,7 +49,8 @@ export class BackRx implements RingRole {
     this.bell = queueBell(init, q, FrameQueue.CONS);
     this.ring = new BackRing(pageViews(init.ring)[0]!, RX_REQUEST_SIZE);
     this.ring.attach();
-    const maxSlots = rxSlotsFor(Math.min(init.maxFrame, q.maxRecord));
+    this.maxFrame = Math.min(init.maxFrame, q.maxRecord);
+    const maxSlots = rxSlotsFor(this.maxFrame);
     const segs: CopySegment[] = Array.from({ length: maxSlots }, () => ({
       source: { buf: q.data, offset: 0 },
       dest: { domid: init.peer, ref: 0, offset: 0 },
@@ -60,10 +63,16 @@ export class BackRx implements RingRole {
     const r = this.ring;
     const q = this.q;
     let packets = 0;
+    let dropped = 0;
     for (;;) {
       const off = q.peek();
       if (off < 0) break;
       const len = q.recordLength(off);
+      if (len > this.maxFrame) {
+        dropOversize(q, off, this.ctl);
+        dropped++;
+        continue;
+      }
       const slots = rxSlotsFor(len);
       if (r.unconsumedRequests() < slots) {
         this.needSlots = slots;
@@ -104,8 +113,8 @@ export class BackRx implements RingRole {
       this.unpushed++;
       if (++packets % PUBLISH_EVERY === 0) this.publish();
     }
-    if (packets > 0) this.publish();
-    return packets > 0;
+    if (packets > 0 || dropped > 0) this.publish();
+    return packets > 0 || dropped > 0;
   }
 
   private publish(): void {

@@ -7,6 +7,7 @@
 import {
   FrontRing,
   GRANT_PAGE_SIZE,
+  MAX_PACKET_SIZE,
   NETIF_RSP,
   NETTXF,
   ProtocolError,
@@ -21,7 +22,7 @@ import { AddressedBytes, copyBetween } from "../platform/copy-bytes.ts";
 import { pageViews } from "../platform/types.ts";
 import { Control, Counter } from "./control.ts";
 import { FrameQueue } from "./frame-queue.ts";
-import { PUBLISH_EVERY, queueBell, type PeerNotifier, type QueueBell, type RingRole, type RingWorkerInit } from "./role.ts";
+import { dropOversize, PUBLISH_EVERY, queueBell, type PeerNotifier, type QueueBell, type RingRole, type RingWorkerInit } from "./role.ts";
 
 export class FrontTx implements RingRole {
   private readonly ring: FrontRing;
@@ -36,6 +37,8 @@ export class FrontTx implements RingRole {
   private readonly inFlight: Uint8Array;
   private readonly req: TxRequest = { gref: 0, offset: 0, flags: 0, id: 0, size: 0 };
   private readonly rsp: TxResponse = { id: 0, status: 0 };
+  /** Largest frame this session may send: one page without the back end's feature-sg, never over a u16. */
+  private readonly maxFrame: number;
 
   constructor(
     init: RingWorkerInit,
@@ -50,6 +53,7 @@ export class FrontTx implements RingRole {
     this.pages = pageViews(init.data.pages).map((p) => new AddressedBytes(p));
     this.qData = new AddressedBytes(q.data);
     this.refs = init.data.refs;
+    this.maxFrame = Math.min(init.maxFrame, MAX_PACKET_SIZE);
     // Every request holds one page, so with no more pages than slots the ring never overflows.
     if (this.pages.length > this.ring.size) throw new Error("more TX pages than ring slots");
     this.free = this.pages.map((_, i) => this.pages.length - 1 - i);
@@ -116,7 +120,10 @@ export class FrontTx implements RingRole {
   /** The next queued frame has the pages it needs. */
   private headFits(): boolean {
     const off = this.q.peek();
-    return off >= 0 && this.free.length >= Math.max(1, Math.ceil(this.q.recordLength(off) / GRANT_PAGE_SIZE));
+    if (off < 0) return false;
+    const len = this.q.recordLength(off);
+    // An oversize frame "fits": the next poll drops it.
+    return len > this.maxFrame || this.free.length >= Math.max(1, Math.ceil(len / GRANT_PAGE_SIZE));
   }
 
   /** Move whole frames from the queue onto the ring while pages last. */
@@ -124,10 +131,16 @@ export class FrontTx implements RingRole {
     const q = this.q;
     const r = this.ring;
     let sent = 0;
+    let dropped = 0;
     for (;;) {
       const off = q.peek();
       if (off < 0) break;
       const len = q.recordLength(off);
+      if (len > this.maxFrame) {
+        dropOversize(q, off, this.ctl);
+        dropped++;
+        continue;
+      }
       const slots = Math.max(1, Math.ceil(len / GRANT_PAGE_SIZE));
       if (this.free.length < slots) break;
       const csum = q.recordMeta(off) & (NETTXF.csumBlank | NETTXF.dataValidated);
@@ -151,7 +164,7 @@ export class FrontTx implements RingRole {
       this.ctl.add(Counter.bytes, len);
       if (++sent % PUBLISH_EVERY === 0) this.publish();
     }
-    if (sent === 0) return false;
+    if (sent === 0 && dropped === 0) return false;
     this.publish();
     return true;
   }

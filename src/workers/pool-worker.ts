@@ -61,6 +61,8 @@ interface Slot {
   /** Passes in a row that moved nothing. */
   idle: number;
   spinMicros: number;
+  /** The role on another worker that shares this role's port (see RingWorkerInit.partner). */
+  partner: { bits: WakeBits; index: number; waiter: EventWaiter } | null;
 }
 
 type Post = (e: PoolEvent) => void;
@@ -74,6 +76,7 @@ export class PoolWorker {
   private readonly platforms = new Map<string, { platform: Platform; refs: number }>();
   private readonly pending: WakeBits;
   private readonly waiter: EventWaiter;
+  private readonly machine: Platform;
   private readonly fired: number[] = [];
   private readonly kicked: number[] = [];
   private spinMicros = 0;
@@ -86,7 +89,8 @@ export class PoolWorker {
     private readonly post: Post,
   ) {
     this.pending = new WakeBits(start.pending);
-    this.waiter = openPlatform(start.platform).openEventWaiter(start.waiter);
+    this.machine = openPlatform(start.platform);
+    this.waiter = this.machine.openEventWaiter(start.waiter);
   }
 
   /** The worker's life: it ends only with the thread. */
@@ -146,7 +150,9 @@ export class PoolWorker {
       const kick = new PeerNotifier(evtchn, init.port, ctl);
       const role = makeRole(init, q, ctl, kick, platform.gnttab, this.reporter(slot));
       const portKey = (init.platform.domid << 16) | init.port;
-      this.slots[slot] = { role, ctl, portKey, platformKey, draining: false, idle: 0, spinMicros: init.spinMicros };
+      const p = init.partner;
+      const partner = p === undefined || p === null ? null : { bits: new WakeBits(p.bits), index: p.index, waiter: this.machine.openEventWaiter(p.waiter) };
+      this.slots[slot] = { role, ctl, portKey, platformKey, draining: false, idle: 0, spinMicros: init.spinMicros, partner };
       this.portSlots.set(portKey, slot);
       this.spinMicros = Math.max(this.spinMicros, init.spinMicros);
       ctl.setState(WorkerState.running);
@@ -184,7 +190,10 @@ export class PoolWorker {
       // Events carry no news: re-armed at once, the role re-reads its ring when polled.
       this.waiter.unmask(domid, port);
       const slot = this.portSlots.get((domid << 16) | port);
-      if (slot !== undefined) this.activate(slot);
+      if (slot === undefined) continue;
+      this.activate(slot);
+      const partner = this.slots[slot]?.partner;
+      if (partner != null) wakePartner(partner);
     }
   }
 
@@ -311,6 +320,15 @@ export class PoolWorker {
       this.post({ type: "peer-error", slot, code: e.code, field: e.field, value: e.value, message: e.message, suppressed });
       suppressed = 0;
     };
+  }
+}
+
+/** The port fired for both rings of a queue: wake the other ring's role on its worker. */
+function wakePartner(p: NonNullable<Slot["partner"]>): void {
+  try {
+    if (p.bits.set(p.index)) p.waiter.kick();
+  } catch {
+    // Its worker is gone (its waiter closed with its machine): its role went with it.
   }
 }
 

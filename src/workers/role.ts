@@ -33,6 +33,12 @@ export interface RingWorkerInit {
    * main-thread end that waits on it (the benchmarks).
    */
   bell?: { bits: WakeBitsState; index: number } | null;
+  /**
+   * The queue's other ring, when both share this role's port (one event channel): where its
+   * role is woken (a slot of its worker's WakeBits, and that worker's waiter to kick). The
+   * worker that owns the port wakes it whenever the port fires.
+   */
+  partner?: { bits: WakeBitsState; index: number; waiter: unknown } | null;
 }
 
 /** What a role rings when the main thread waits on its queue. */
@@ -120,6 +126,19 @@ export class QueueFull {
     this.q.setProducerWaiting(false);
     this.need = -1;
   }
+}
+
+/**
+ * A queued frame larger than this session may send (it was written for an earlier session
+ * whose peer allowed more, e.g. scatter-gather): taken off the queue and counted as written
+ * and never delivered (lost and dropped), settled so a flush does not wait for it. Sending it
+ * would use what the peer did not offer (several slots to a peer without feature-sg).
+ */
+export function dropOversize(q: FrameQueue, off: number, ctl: Control): void {
+  q.release(off);
+  ctl.add(Counter.lost, 1);
+  ctl.add(Counter.drops, 1);
+  ctl.settle(1);
 }
 
 /** A packet dropped because the peer broke a rule: counted as a drop and an error, reported. */
