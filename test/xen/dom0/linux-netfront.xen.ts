@@ -8,6 +8,7 @@
 import { expect, test } from "bun:test";
 import pino from "pino";
 import { Netback, createVif } from "../../../src/main/index.ts";
+import { destroyVif } from "../../../src/main/xenbus/toolstack.ts";
 import { createXenPlatform } from "../../../src/platform/xen/platform.ts";
 import { respondAny } from "./responder.ts";
 
@@ -103,5 +104,52 @@ test("Linux xen-netfront <-> our netback: two queues (one per dom0 CPU), pings t
   console.log(`rmmod xen-netfront: exit ${rm.code} ${rm.out.trim()}`);
   await back.disconnect();
   expect((await must(`xenstore-read ${paths.backPath}/state`)).trim()).toBe("6");
+  // Take the vif away, as the toolstack would: no later test may find it (the VifServer would serve it).
+  await destroyVif(platform.xenstore, 0, 0, DEVID);
+  platform.close();
+}, 180_000);
+
+test("Linux xen-netfront <-> our netback offering neither split channels nor scatter-gather (as QEMU's back end): one event channel, MTU 1500, pings through", async () => {
+  await sh("rmmod xen-netback");
+  const devid = 10;
+  const mac = "00:16:3e:00:00:32";
+  const platform = await createXenPlatform({ domid: 0 });
+  const paths = await createVif(platform.xenstore, { frontDomid: 0, backDomid: 0, devid, mac, mtu: 9000 });
+  const serving = Netback.serve({ platform, frontendDomid: 0, devid, logger, timeoutMs: 30_000, splitEventChannels: false, scatterGather: false });
+  await must("modprobe xen-netfront");
+  const back = await serving;
+  expect((await must(`xenstore-read ${paths.backPath}/feature-split-event-channels`)).trim()).toBe("0");
+  expect((await must(`xenstore-read ${paths.backPath}/feature-sg`)).trim()).toBe("0");
+  // Linux netfront falls back to one channel per queue.
+  const ec = (await sh(`xenstore-read ${paths.frontPath}/queue-0/event-channel || xenstore-read ${paths.frontPath}/event-channel`)).out.trim();
+  expect(Number(ec)).toBeGreaterThan(0);
+  expect((await sh(`xenstore-read ${paths.frontPath}/event-channel-tx`)).code).not.toBe(0);
+  expect([back.mtu, back.maxFrameSize]).toEqual([1500, 1514]);
+  back.listen((f) => {
+    const r = respondAny(f, back.mac, IPS);
+    if (r !== null) void back.write(r);
+  });
+  let dev = "";
+  await until(
+    async () => {
+      dev = (await sh(`for n in /sys/class/net/*; do [ "$(cat $n/address)" = "${mac}" ] && echo \${n##*/}; done`)).out.trim();
+      return dev !== "";
+    },
+    10_000,
+    "the kernel's netfront device",
+  );
+  const IPC = "/usr/sbin/ip";
+  await must(`${IPC} netns add nf2 && ${IPC} link set ${dev} netns nf2 && ${IPC} -n nf2 addr add 10.99.2.2/24 dev ${dev} && ${IPC} -n nf2 link set ${dev} up`);
+  const p = await sh(`${IPC} netns exec nf2 ping -c 3 -W 3 -s 1472 10.99.2.1`);
+  console.log(p.out.trim());
+  expect(p.out).toContain("3 packets received");
+  console.log(`one channel, no sg: netback stats ${JSON.stringify(back.stats())}`);
+  expect(back.stats().rxDrops + back.stats().txDrops + back.stats().rxErrors).toBe(0);
+  await must(`${IPC} netns del nf2`);
+  await must(`echo vif-${devid} > /sys/bus/xen/drivers/vif/unbind`);
+  await until(() => !back.connected, 15_000, "our netback to notice the front end leaving");
+  await sh("rmmod xen-netfront");
+  await back.disconnect();
+  await destroyVif(platform.xenstore, 0, 0, devid);
   platform.close();
 }, 180_000);

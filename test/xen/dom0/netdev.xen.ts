@@ -6,6 +6,7 @@
 import { expect, test } from "bun:test";
 import pino from "pino";
 import { Netback, Netfront, createVif } from "../../../src/main/index.ts";
+import { destroyVif } from "../../../src/main/xenbus/toolstack.ts";
 import { createXenPlatform } from "../../../src/platform/xen/platform.ts";
 
 const logger = pino({ level: process.env.XEN_TEST_LOG ?? "info" });
@@ -87,6 +88,8 @@ test("our netfront <-> our netback over real Xen: frames both ways byte-exact, s
   await front.disconnect();
   expect(await backPlatform.xenstore.read(`${paths.frontPath}/state`)).toBe("6");
   expect(await backPlatform.xenstore.read(`${paths.backPath}/state`)).toBe("6");
+  // Take the vif away, as the toolstack would: no later test may find it (the VifServer would serve it).
+  await destroyVif(backPlatform.xenstore, 0, 0, devid);
   frontPlatform.close();
   backPlatform.close();
 }, 180_000);
