@@ -211,8 +211,10 @@ async function openSession(ctx: DeviceContext): Promise<BackSession> {
     // most 1500 (as Linux netback; also when we do not offer scatter-gather). We receive TX
     // packets, whose size field is a u16 (several slots even when we did not offer them: a
     // well-formed packet is taken, as Linux takes it).
-    const mtu = info.features.sg && ctx.scatterGather ? info.mtu : Math.min(info.mtu, ETH_DATA_LEN);
-    const sendMax = info.features.sg ? MAX_PACKET_SIZE + ETH_HLEN : mtu + ETH_HLEN;
+    // Told not to use scatter-gather, we send one slot per packet too (as QEMU's back end).
+    const sg = info.features.sg && ctx.scatterGather;
+    const mtu = sg ? info.mtu : Math.min(info.mtu, ETH_DATA_LEN);
+    const sendMax = sg ? MAX_PACKET_SIZE + ETH_HLEN : mtu + ETH_HLEN;
     const recvMax = MAX_PACKET_SIZE;
     const map = (ref: number): MappedPages => {
       const m = platform.gnttab.map(info.frontendId, [ref], true);

@@ -213,7 +213,8 @@ async function openSession(ctx: DeviceContext): Promise<FrontSession> {
     // header, without it one slot (a page, as Linux netfront checks it).
     const sg = info.features.sg && ctx.scatterGather;
     const mtu = sg ? info.mtu : Math.min(info.mtu, ETH_DATA_LEN);
-    const sendMax = info.features.sg ? MAX_PACKET_SIZE : mtu + ETH_HLEN;
+    // Told not to use scatter-gather, we send one slot per packet too.
+    const sendMax = sg ? MAX_PACKET_SIZE : mtu + ETH_HLEN;
     const recvMax = ctx.scatterGather ? MAX_PACKET_SIZE + ETH_HLEN : GRANT_PAGE_SIZE;
     // One channel per ring only if the back end offers it and we were not told otherwise.
     const split = info.features.splitEventChannels && ctx.splitEventChannels;

@@ -10,6 +10,7 @@ import pino from "pino";
 import { Netback, createVif } from "../../../src/main/index.ts";
 import { destroyVif } from "../../../src/main/xenbus/toolstack.ts";
 import { createXenPlatform } from "../../../src/platform/xen/platform.ts";
+import { must, sh, until } from "./shell.ts";
 import { respondAny } from "./responder.ts";
 
 const logger = pino({ level: process.env.XEN_TEST_LOG ?? "info" });
@@ -18,24 +19,18 @@ const MAC = "00:16:3e:00:00:31";
 const IPS = [[10, 99, 2, 1], ...Array.from({ length: 8 }, (_, i) => [10, 99, 2, 11 + i])];
 const DEVID = 9;
 
-async function sh(cmd: string): Promise<{ code: number; out: string }> {
-  const p = Bun.spawn(["sh", "-c", cmd], { stdout: "pipe", stderr: "pipe" });
-  const [out, err] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text()]);
-  return { code: await p.exited, out: out + err };
-}
-
-async function must(cmd: string): Promise<string> {
-  const r = await sh(cmd);
-  if (r.code !== 0) throw new Error(`${cmd}: exit ${r.code}: ${r.out}`);
-  return r.out;
-}
-
-async function until(cond: () => boolean | Promise<boolean>, ms: number, what: string): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await Bun.sleep(20);
-  }
+/** The kernel's netfront device: the netdev whose address is the vif's MAC, once it appears. */
+async function kernelNetdev(mac: string): Promise<string> {
+  let dev = "";
+  await until(
+    async () => {
+      dev = (await sh(`for n in /sys/class/net/*; do [ "$(cat $n/address)" = "${mac}" ] && echo \${n##*/}; done`)).out.trim();
+      return dev !== "";
+    },
+    10_000,
+    "the kernel's netfront device",
+  );
+  return dev;
 }
 
 test("Linux xen-netfront <-> our netback: two queues (one per dom0 CPU), pings through our back end at MTU 1500 and 9000, flows over both queues; the kernel detaching is handled", async () => {
@@ -61,15 +56,7 @@ test("Linux xen-netfront <-> our netback: two queues (one per dom0 CPU), pings t
   });
 
   // The kernel's device: the netdev whose address is the vif's MAC.
-  let dev = "";
-  await until(
-    async () => {
-      dev = (await sh(`for n in /sys/class/net/*; do [ "$(cat $n/address)" = "${MAC}" ] && echo \${n##*/}; done`)).out.trim();
-      return dev !== "";
-    },
-    10_000,
-    "the kernel's netfront device",
-  );
+  const dev = await kernelNetdev(MAC);
   const IPC = "/usr/sbin/ip";
   await must(`${IPC} netns add nf && ${IPC} link set ${dev} netns nf && ${IPC} -n nf addr add 10.99.2.2/24 dev ${dev} && ${IPC} -n nf link set ${dev} up`);
   const p1 = await sh(`${IPC} netns exec nf ping -c 3 -W 3 10.99.2.1`);
@@ -118,38 +105,35 @@ test("Linux xen-netfront <-> our netback offering neither split channels nor sca
   const serving = Netback.serve({ platform, frontendDomid: 0, devid, logger, timeoutMs: 30_000, splitEventChannels: false, scatterGather: false });
   await must("modprobe xen-netfront");
   const back = await serving;
-  expect((await must(`xenstore-read ${paths.backPath}/feature-split-event-channels`)).trim()).toBe("0");
-  expect((await must(`xenstore-read ${paths.backPath}/feature-sg`)).trim()).toBe("0");
-  // Linux netfront falls back to one channel per queue.
-  const ec = (await sh(`xenstore-read ${paths.frontPath}/queue-0/event-channel || xenstore-read ${paths.frontPath}/event-channel`)).out.trim();
-  expect(Number(ec)).toBeGreaterThan(0);
-  expect((await sh(`xenstore-read ${paths.frontPath}/event-channel-tx`)).code).not.toBe(0);
-  expect([back.mtu, back.maxFrameSize]).toEqual([1500, 1514]);
-  back.listen((f) => {
-    const r = respondAny(f, back.mac, IPS);
-    if (r !== null) void back.write(r);
-  });
-  let dev = "";
-  await until(
-    async () => {
-      dev = (await sh(`for n in /sys/class/net/*; do [ "$(cat $n/address)" = "${mac}" ] && echo \${n##*/}; done`)).out.trim();
-      return dev !== "";
-    },
-    10_000,
-    "the kernel's netfront device",
-  );
-  const IPC = "/usr/sbin/ip";
-  await must(`${IPC} netns add nf2 && ${IPC} link set ${dev} netns nf2 && ${IPC} -n nf2 addr add 10.99.2.2/24 dev ${dev} && ${IPC} -n nf2 link set ${dev} up`);
-  const p = await sh(`${IPC} netns exec nf2 ping -c 3 -W 3 -s 1472 10.99.2.1`);
-  console.log(p.out.trim());
-  expect(p.out).toContain("3 packets received");
-  console.log(`one channel, no sg: netback stats ${JSON.stringify(back.stats())}`);
-  expect(back.stats().rxDrops + back.stats().txDrops + back.stats().rxErrors).toBe(0);
-  await must(`${IPC} netns del nf2`);
-  await must(`echo vif-${devid} > /sys/bus/xen/drivers/vif/unbind`);
-  await until(() => !back.connected, 15_000, "our netback to notice the front end leaving");
-  await sh("rmmod xen-netfront");
-  await back.disconnect();
-  await destroyVif(platform.xenstore, 0, 0, devid);
-  platform.close();
+  // Whatever fails, the kernel's netfront and the vif go, so the next test finds neither.
+  try {
+    expect((await must(`xenstore-read ${paths.backPath}/feature-split-event-channels`)).trim()).toBe("0");
+    expect((await must(`xenstore-read ${paths.backPath}/feature-sg`)).trim()).toBe("0");
+    // Linux netfront falls back to one channel per queue.
+    const ec = (await sh(`xenstore-read ${paths.frontPath}/queue-0/event-channel || xenstore-read ${paths.frontPath}/event-channel`)).out.trim();
+    expect(Number(ec)).toBeGreaterThan(0);
+    expect((await sh(`xenstore-read ${paths.frontPath}/event-channel-tx`)).code).not.toBe(0);
+    expect([back.mtu, back.maxFrameSize]).toEqual([1500, 1514]);
+    back.listen((f) => {
+      const r = respondAny(f, back.mac, IPS);
+      if (r !== null) void back.write(r);
+    });
+    const dev = await kernelNetdev(mac);
+    const IPC = "/usr/sbin/ip";
+    await must(`${IPC} netns add nf2 && ${IPC} link set ${dev} netns nf2 && ${IPC} -n nf2 addr add 10.99.2.2/24 dev ${dev} && ${IPC} -n nf2 link set ${dev} up`);
+    const p = await sh(`${IPC} netns exec nf2 ping -c 3 -W 3 -s 1472 10.99.2.1`);
+    console.log(p.out.trim());
+    expect(p.out).toContain("3 packets received");
+    console.log(`one channel, no sg: netback stats ${JSON.stringify(back.stats())}`);
+    expect(back.stats().rxDrops + back.stats().txDrops + back.stats().rxErrors).toBe(0);
+    await must(`${IPC} netns del nf2`);
+    await must(`echo vif-${devid} > /sys/bus/xen/drivers/vif/unbind`);
+    await until(() => !back.connected, 15_000, "our netback to notice the front end leaving");
+  } finally {
+    await sh("/usr/sbin/ip netns del nf2 2>/dev/null");
+    await sh("rmmod xen-netfront");
+    await back.disconnect();
+    await destroyVif(platform.xenstore, 0, 0, devid);
+    platform.close();
+  }
 }, 180_000);

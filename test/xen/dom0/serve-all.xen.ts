@@ -8,30 +8,11 @@ import { expect, test } from "bun:test";
 import pino from "pino";
 import { Netback, type VifEvent } from "../../../src/main/index.ts";
 import { createXenPlatform } from "../../../src/platform/xen/platform.ts";
+import { must, sh, until } from "./shell.ts";
 import { respond } from "./responder.ts";
 
 const logger = pino({ level: process.env.XEN_TEST_LOG ?? "info" });
 const IPC = "/usr/sbin/ip";
-
-async function sh(cmd: string): Promise<{ code: number; out: string }> {
-  const p = Bun.spawn(["sh", "-c", cmd], { stdout: "pipe", stderr: "pipe" });
-  const [out, err] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text()]);
-  return { code: await p.exited, out: out + err };
-}
-
-async function must(cmd: string): Promise<string> {
-  const r = await sh(cmd);
-  if (r.code !== 0) throw new Error(`${cmd}: exit ${r.code}: ${r.out}`);
-  return r.out;
-}
-
-async function until(cond: () => boolean | Promise<boolean>, ms: number, what: string): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await Bun.sleep(50);
-  }
-}
 
 test("our VifServer serves every vif xl creates: Linux netfront on two, pings through each, one detached and the other goes on", async () => {
   await sh("rmmod xen-netback");

@@ -1,0 +1,23 @@
+/** Shell commands for the dom0 tests, run without blocking the event loop (our devices answer meanwhile). */
+
+export async function sh(cmd: string): Promise<{ code: number; out: string }> {
+  const p = Bun.spawn(["sh", "-c", cmd], { stdout: "pipe", stderr: "pipe" });
+  const [out, err] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text()]);
+  return { code: await p.exited, out: out + err };
+}
+
+/** The command's output; throws with it when the command fails. */
+export async function must(cmd: string): Promise<string> {
+  const r = await sh(cmd);
+  if (r.code !== 0) throw new Error(`${cmd}: exit ${r.code}: ${r.out}`);
+  return r.out;
+}
+
+/** Poll `cond` until it holds; throw naming `what` after `ms`. */
+export async function until(cond: () => boolean | Promise<boolean>, ms: number, what: string): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await Bun.sleep(20);
+  }
+}
