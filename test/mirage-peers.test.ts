@@ -1,0 +1,152 @@
+/**
+ * Our ends against peers that do what mirage-net-xen 2.1.8's front end and back end do
+ * (test/helpers/mirage-peers.ts): one event channel, keys in one transaction, a front end that
+ * goes Connected without Initialised and sends from 2048-byte blocks, a back end that writes
+ * Closed and removes its directory when it closes. Frames byte-exact both ways.
+ */
+import { describe, expect, test } from "bun:test";
+import { mirageBackend, mirageFrontend } from "./helpers/mirage-peers.ts";
+import { scriptedFrontend } from "./helpers/scripted-peers.ts";
+import { until } from "./helpers/until.ts";
+import { GUEST_MAC, simVif } from "./helpers/vif.ts";
+
+type Vif = Awaited<ReturnType<typeof simVif>>;
+
+function closeAll(vif: Vif): void {
+  vif.frontPlatform.close();
+  vif.backPlatform.close();
+  vif.dom0.close();
+}
+
+/** Frame `i` of a test: its index in the first bytes, then a pattern, `len` bytes. */
+function frame(i: number, len: number): Uint8Array {
+  const f = new Uint8Array(len);
+  for (let j = 0; j < len; j++) f[j] = (i * 31 + j * 7) & 0xff;
+  new DataView(f.buffer).setUint32(0, i);
+  return f;
+}
+
+const sizes = (i: number) => [60, 1514, 2048, 2049, 3000, 4096, 700][i % 7]!;
+
+/** The toolstack puts the vif's back-end directory back (after the back end removed it). */
+async function restoreBackDir(vif: Vif): Promise<void> {
+  const xs = vif.dom0.xenstore;
+  const b = vif.paths.backPath;
+  await xs.mkdir(b);
+  await xs.setPerms(b, [{ domid: 0, access: "n" }, { domid: vif.guest, access: "r" }]);
+  const keys: Record<string, string> = { frontend: vif.paths.frontPath, "frontend-id": String(vif.guest), handle: String(vif.devid), mac: GUEST_MAC, online: "1", "hotplug-status": "connected", state: "1" };
+  for (const [k, v] of Object.entries(keys)) await xs.write(`${b}/${k}`, v);
+}
+
+describe("mirage-net-xen's front end against our Netback", () => {
+  test("it goes Connected without Initialised and writes one event-channel: served; 700 frames each way byte-exact, from 2048-byte blocks at offsets 0 and 2048 and across two blocks", async () => {
+    const vif = await simVif();
+    const serving = vif.serve();
+    await until(async () => (await vif.dom0.xenstore.read(`${vif.paths.backPath}/state`)) === "2");
+    const mirage = await mirageFrontend(vif);
+    const back = await serving;
+    expect(back.connected).toBe(true);
+    const got: Uint8Array[] = [];
+    back.listen((f) => got.push(f.slice()));
+    for (let i = 0; i < 700; i++) mirage.send(frame(i, Math.min(sizes(i), 4096)));
+    for (let i = 0; i < 700; i++) await back.write(frame(i, sizes(i)));
+    await until(() => got.length === 700 && mirage.received.length === 700, 10_000);
+    for (let i = 0; i < 700; i++) {
+      expect(got[i]).toEqual(frame(i, Math.min(sizes(i), 4096)));
+      expect(mirage.received[i]).toEqual(frame(i, sizes(i)));
+    }
+    expect(back.stats()).toMatchObject({ rxErrors: 0, rxDrops: 0, txDrops: 0 });
+    await mirage.close();
+    await until(() => !back.connected);
+    await back.disconnect();
+    await until(() => vif.hv.leaks().length === 0);
+    closeAll(vif);
+  }, 30_000);
+});
+
+describe("mirage-net-xen's back end against our Netfront", () => {
+  test("one channel, no split key: 700 frames each way byte-exact; it writes Closed and removes its directory, and our Netfront connects again when the toolstack brings the vif back", async () => {
+    const vif = await simVif();
+    const connecting = vif.connect({ reconnect: true });
+    let mirage = await mirageBackend(vif);
+    const front = await connecting;
+    expect(await vif.dom0.xenstore.read(`${vif.paths.frontPath}/event-channel-tx`)).toBeNull();
+    expect(Number(await vif.dom0.xenstore.read(`${vif.paths.frontPath}/event-channel`))).toBeGreaterThan(0);
+    const got: Uint8Array[] = [];
+    front.listen((f) => got.push(f.slice()));
+    for (let i = 0; i < 700; i++) mirage.send(frame(i, Math.min(sizes(i), 4096)));
+    for (let i = 0; i < 700; i++) await front.write(frame(i, sizes(i)));
+    await until(() => got.length === 700 && mirage.received.length === 700, 10_000);
+    for (let i = 0; i < 700; i++) {
+      expect(got[i]).toEqual(frame(i, Math.min(sizes(i), 4096)));
+      expect(mirage.received[i]).toEqual(frame(i, sizes(i)));
+    }
+    expect(front.stats()).toMatchObject({ rxErrors: 0, rxDrops: 0, txDrops: 0, txErrors: 0 });
+
+    // It closes and removes its directory; our Netfront ends the session and waits.
+    await mirage.close();
+    expect(await vif.dom0.xenstore.read(vif.paths.backPath)).toBeNull();
+    await until(async () => (await vif.dom0.xenstore.read(`${vif.paths.frontPath}/state`)) === "1" || (await vif.dom0.xenstore.read(`${vif.paths.frontPath}/state`)) === "6");
+    // A frame written meanwhile waits for the next back end.
+    const waiting = front.write(frame(9999, 100));
+    await restoreBackDir(vif);
+    mirage = await mirageBackend(vif);
+    await waiting;
+    await until(() => mirage.received.length === 1 && front.reconnectCount === 1, 10_000);
+    expect(mirage.received[0]).toEqual(frame(9999, 100));
+    // Our Closing is answered by its Closed (mirage's back end follows its front end's state).
+    const t0 = performance.now();
+    await Promise.all([front.disconnect(), until(async () => (await vif.dom0.xenstore.read(`${vif.paths.frontPath}/state`)) === "5").then(() => mirage.close())]);
+    expect(performance.now() - t0).toBeLessThan(3000);
+    await until(() => vif.hv.leaks().length === 0);
+    closeAll(vif);
+  }, 30_000);
+});
+
+describe("the close cycle Windows front ends need (mirage-net-xen PR #121)", () => {
+  test("a Netback serving with reconnect answers the front end's Closing with Closing, its Closed with Closed, keeps its directory, offers the vif again without spinning, and serves the front end when it comes back, three times", async () => {
+    const vif = await simVif();
+    const xs = vif.dom0.xenstore;
+    const b = vif.paths.backPath;
+    // Every state our Netback writes, in order (a watch could miss one that is quickly replaced).
+    const states: string[] = [];
+    let last: string | null = null;
+    const bx = vif.backPlatform.xenstore;
+    const write = bx.write.bind(bx);
+    bx.write = (path, value, tx) => {
+      if (path === `${b}/state` && value !== last) states.push((last = value));
+      return write(path, value, tx);
+    };
+    const serving = vif.serve({ reconnect: true });
+    await until(async () => (await xs.read(`${b}/state`)) === "2");
+    let front = await scriptedFrontend(vif);
+    const back = await serving;
+    for (let round = 0; round < 3; round++) {
+      await until(() => last === "4");
+      states.length = 0;
+      await front.setState(5);
+      await until(() => last === "5");
+      front.release();
+      await front.setState(6);
+      await until(() => last === "2");
+      expect(states).toEqual(["5", "6", "2"]);
+      // The directory stays (the toolstack removes it), and nothing moves while the front end is away.
+      expect(await xs.read(`${b}/online`)).toBe("1");
+      await Bun.sleep(200);
+      expect(states).toEqual(["5", "6", "2"]);
+      await front.setState(1);
+      front = await scriptedFrontend(vif);
+      await until(() => last === "4");
+      expect(back.reconnectCount).toBe(round + 1);
+    }
+    // Our disconnect: Closing first, the front end lets go and answers Closed.
+    const closing = back.disconnect();
+    await until(() => last === "5");
+    front.release();
+    await front.setState(6);
+    await closing;
+    expect(last as string | null).toBe("6");
+    await until(() => vif.hv.leaks().length === 0);
+    closeAll(vif);
+  }, 30_000);
+});
