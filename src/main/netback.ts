@@ -191,6 +191,12 @@ export class Netback extends SessionDevice<BackSession> {
   }
 }
 
+/**
+ * How often the RX ring of a front end without feature-rx-notify is looked at while frames
+ * wait for its buffers (Linux netback polled such front ends on a timer too).
+ */
+const NO_RX_NOTIFY_POLL_MS = 10;
+
 /** A worker that is asked to stop gets at least this long before it is terminated. */
 const MIN_STOP_MS = 50;
 
@@ -242,6 +248,8 @@ async function openSession(ctx: DeviceContext): Promise<BackSession> {
           peer: info.frontendId,
           maxFrame: sends ? sendMax : recvMax,
           spinMicros: ctx.spinMicros,
+          // A front end without feature-rx-notify never tells us it posted buffers.
+          pollMs: sends && !info.features.rxNotify ? NO_RX_NOTIFY_POLL_MS : 0,
         },
         events: ctx.events,
       };
@@ -259,7 +267,7 @@ async function openSession(ctx: DeviceContext): Promise<BackSession> {
     for (const s of senders) s.control.setPeerConnected(true);
     await setState(xs, backPath, XenbusState.Connected);
     const split = info.queues[0]!.eventChannel.split;
-    log.info({ frontendPath: info.frontendPath, peerMac: formatMac(info.mac), mtu, sendMax, recvMax, queues: info.queues.length, split, sg: info.features.sg }, "connected");
+    log.info({ frontendPath: info.frontendPath, peerMac: formatMac(info.mac), mtu, sendMax, recvMax, queues: info.queues.length, split, sg: info.features.sg, rxNotify: info.features.rxNotify }, "connected");
     return { info, senders, receivers, resources: res, sendMax, mtu };
   } catch (e) {
     await res.run(log);

@@ -37,6 +37,8 @@ export class BackRx implements RingRole {
   private unpushed = 0;
   /** Largest frame this session may send: one slot's worth without the front end's feature-sg. */
   private readonly maxFrame: number;
+  /** A front end without feature-rx-notify posts buffers silently: poll this often while frames wait. */
+  private readonly pollMs: number;
 
   constructor(
     init: RingWorkerInit,
@@ -50,6 +52,7 @@ export class BackRx implements RingRole {
     this.ring = new BackRing(pageViews(init.ring)[0]!, RX_REQUEST_SIZE);
     this.ring.attach();
     this.maxFrame = Math.min(init.maxFrame, q.maxRecord);
+    this.pollMs = init.pollMs ?? 0;
     const maxSlots = rxSlotsFor(this.maxFrame);
     const segs: CopySegment[] = Array.from({ length: maxSlots }, () => ({
       source: { buf: q.data, offset: 0 },
@@ -148,5 +151,9 @@ export class BackRx implements RingRole {
   woke(): void {
     this.q.setConsumerWaiting(false);
     this.needSlots = 0;
+  }
+
+  get pollAfterMs(): number {
+    return this.pollMs > 0 && !this.q.isEmpty() ? this.pollMs : 0;
   }
 }

@@ -80,6 +80,9 @@ export class PoolWorker {
   private readonly fired: number[] = [];
   private readonly kicked: number[] = [];
   private spinMicros = 0;
+  /** Roles asleep that asked to be polled again at `timedAt` (see RingRole.pollAfterMs). */
+  private timed: number[] = [];
+  private timedAt = Infinity;
   private passes = 0;
   private idleLimit = SPIN_POLLS;
   private readonly open = platformOpener();
@@ -100,6 +103,7 @@ export class PoolWorker {
 
   /** One pass: take kicks and events, poll the active roles, or sleep (at most `sleepMs`). */
   step(sleepMs: number): void {
+    if (this.timed.length > 0 && performance.now() >= this.timedAt) this.fireTimed();
     this.takeKicks();
     if (this.active.length === 0 || this.passes++ % PORT_CHECK_EVERY === 0) this.takePorts(0);
     if (this.active.length > 0) {
@@ -113,9 +117,17 @@ export class PoolWorker {
         if (this.active.length > 0) return;
       }
     }
+    const wait = this.timed.length === 0 ? sleepMs : Math.max(0, Math.min(sleepMs, Math.ceil(this.timedAt - performance.now())));
     this.pending.setSleeping(true);
-    if (!this.pending.any()) this.takePorts(sleepMs);
+    if (!this.pending.any()) this.takePorts(wait);
     this.pending.setSleeping(false);
+  }
+
+  private fireTimed(): void {
+    const list = this.timed;
+    this.timed = [];
+    this.timedAt = Infinity;
+    for (const slot of list) this.activate(slot);
   }
 
   get roles(): number {
@@ -244,6 +256,11 @@ export class PoolWorker {
         return true;
       }
       s.ctl.add(Counter.sleeps, 1);
+      const after = role.pollAfterMs ?? 0;
+      if (after > 0) {
+        this.timed.push(slot);
+        this.timedAt = Math.min(this.timedAt, performance.now() + after);
+      }
       return false;
     } catch (e) {
       this.failRole(slot, s, e);

@@ -28,6 +28,11 @@ export interface RingWorkerInit {
   /** How long the worker keeps polling with nothing to do before it blocks (µs; 0: SPIN_POLLS polls). */
   spinMicros: number;
   /**
+   * The peer does not notify when it makes room (a front end without feature-rx-notify posting
+   * RX buffers): while the role waits for it, poll every this many ms (0 or absent: it notifies).
+   */
+  pollMs?: number;
+  /**
    * How the role tells the main thread its queue needs attention (frames arrived, room freed):
    * a bit of the pool's doorbell. Null: Atomics.notify on the queue's own index word, for a
    * main-thread end that waits on it (the benchmarks).
@@ -78,6 +83,12 @@ export interface RingRole {
   prepareSleep(): boolean;
   /** Woken: lower the waiting flags. */
   woke(): void;
+  /**
+   * Going to sleep with work that only the peer can unblock, from a peer that will not notify
+   * (a front end without feature-rx-notify): poll again after this many ms. 0 or absent: sleep
+   * until an event.
+   */
+  readonly pollAfterMs?: number;
 }
 
 /**

@@ -1,8 +1,10 @@
 /**
- * Our ends against peers that do what mirage-net-xen 2.1.8's front end and back end do
- * (test/helpers/mirage-peers.ts): one event channel, keys in one transaction, a front end that
- * goes Connected without Initialised and sends from 2048-byte blocks, a back end that writes
- * Closed and removes its directory when it closes. Frames byte-exact both ways.
+ * Our ends against the peers the protocol allows besides Linux: ones that do what
+ * mirage-net-xen 2.1.8's front end and back end do (test/helpers/mirage-peers.ts: one event
+ * channel, keys in one transaction, a front end that goes Connected without Initialised and
+ * sends from 2048-byte blocks, a back end that writes Closed and removes its directory when it
+ * closes), a Windows-style front end's close cycle, and a front end without feature-rx-notify.
+ * Frames byte-exact both ways.
  */
 import { describe, expect, test } from "bun:test";
 import { mirageBackend, mirageFrontend } from "./helpers/mirage-peers.ts";
@@ -149,4 +151,43 @@ describe("the close cycle Windows front ends need (mirage-net-xen PR #121)", () 
     await until(() => vif.hv.leaks().length === 0);
     closeAll(vif);
   }, 30_000);
+});
+
+describe("a front end without feature-rx-notify", () => {
+  for (const rxNotify of [false, true]) {
+    test(`${rxNotify ? "with" : "without"} feature-rx-notify, buffers posted without a notification: ${rxNotify ? "the frames wait for one (as the protocol says)" : "our Netback finds them by polling and delivers, without being told"}`, async () => {
+      const vif = await simVif();
+      const serving = vif.serve({ timeoutMs: 3000 });
+      const fe = await scriptedFrontend(vif, rxNotify ? {} : { "feature-rx-notify": null });
+      const back = await serving;
+      for (let i = 0; i < 3; i++) await back.write(new Uint8Array(100).fill(i + 1));
+      // Long enough for the RX ring's role to find no buffer and sleep.
+      await Bun.sleep(50);
+      const bufs = vif.frontPlatform.gnttab.share(0, 3, true);
+      const ring = new DataView(fe.rxRing.buffer, fe.rxRing.byteOffset, 4096);
+      for (let i = 0; i < 3; i++) {
+        ring.setUint16(64 + i * 8, i, true);
+        ring.setUint32(64 + i * 8 + 4, bufs.refs[i]!, true);
+      }
+      Atomics.store(new Uint32Array(fe.rxRing.buffer, fe.rxRing.byteOffset, 1), 0, 3); // req_prod, and no notify
+      await Bun.sleep(200);
+      const rspProd = ring.getUint32(8, true);
+      if (rxNotify) {
+        expect(rspProd).toBe(0);
+        fe.notifyRx();
+        await until(() => ring.getUint32(8, true) === 3);
+      } else {
+        expect(rspProd).toBe(3);
+      }
+      expect(bufs.pages.map((p) => p[0])).toEqual([1, 2, 3]);
+      const closing = back.disconnect();
+      await until(async () => (await vif.dom0.xenstore.read(`${vif.paths.backPath}/state`)) === "5");
+      await fe.setState(6);
+      await closing;
+      fe.release();
+      vif.frontPlatform.gnttab.unshare(bufs);
+      expect(vif.hv.leaks()).toEqual([]);
+      closeAll(vif);
+    });
+  }
 });
