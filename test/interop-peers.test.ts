@@ -7,7 +7,8 @@
  * Frames byte-exact both ways.
  */
 import { describe, expect, test } from "bun:test";
-import { mirageBackend, mirageFrontend } from "./helpers/mirage-peers.ts";
+import { mirageBackend, mirageFrontend, qemuBackend } from "./helpers/mirage-peers.ts";
+import { NetError } from "../src/main/index.ts";
 import { scriptedFrontend } from "./helpers/scripted-peers.ts";
 import { until } from "./helpers/until.ts";
 import { GUEST_MAC, simVif } from "./helpers/vif.ts";
@@ -100,6 +101,36 @@ describe("mirage-net-xen's back end against our Netfront", () => {
     const t0 = performance.now();
     await Promise.all([front.disconnect(), until(async () => (await vif.dom0.xenstore.read(`${vif.paths.frontPath}/state`)) === "5").then(() => mirage.close())]);
     expect(performance.now() - t0).toBeLessThan(3000);
+    await until(() => vif.hv.leaks().length === 0);
+    closeAll(vif);
+  }, 30_000);
+});
+
+describe("QEMU's userspace back end (xen_nic) against our Netfront", () => {
+  test("it offers only rx-copy: one event channel, one queue, one slot per packet, MTU 1500; 600 frames each way byte-exact (its RX frames at offset 2); nothing it would refuse is ever sent", async () => {
+    const vif = await simVif();
+    const connecting = vif.connect({ queues: 4 });
+    const qemu = await qemuBackend(vif);
+    const front = await connecting;
+    const xs = vif.dom0.xenstore;
+    expect(await xs.read(`${vif.paths.frontPath}/event-channel-tx`)).toBeNull();
+    expect(Number(await xs.read(`${vif.paths.frontPath}/event-channel`))).toBeGreaterThan(0);
+    expect(await xs.read(`${vif.paths.frontPath}/multi-queue-num-queues`)).toBeNull();
+    expect([front.queues, front.mtu, front.maxFrameSize]).toEqual([1, 1500, 1514]);
+    await expect(front.write(new Uint8Array(1515))).rejects.toThrow(NetError);
+    const got: Uint8Array[] = [];
+    front.listen((f) => got.push(f.slice()));
+    const len = (i: number) => [60, 1514, 800, 1000][i % 4]!;
+    for (let i = 0; i < 600; i++) qemu.send(frame(i, len(i)));
+    for (let i = 0; i < 600; i++) await front.write(frame(i, len(i)), { csumBlank: i % 2 === 0 });
+    await until(() => got.length === 600 && qemu.received.length === 600, 10_000);
+    for (let i = 0; i < 600; i++) {
+      expect(got[i]).toEqual(frame(i, len(i)));
+      expect(qemu.received[i]).toEqual(frame(i, len(i)));
+    }
+    expect(qemu.refused).toBe(0);
+    expect(front.stats()).toMatchObject({ rxErrors: 0, rxDrops: 0, txDrops: 0, txErrors: 0 });
+    await Promise.all([front.disconnect(), until(async () => (await xs.read(`${vif.paths.frontPath}/state`)) === "5").then(() => qemu.close())]);
     await until(() => vif.hv.leaks().length === 0);
     closeAll(vif);
   }, 30_000);

@@ -1,5 +1,5 @@
 /**
- * Peers that do what mirage-net-xen 2.1.8 does (../shared/PROTOCOL.md), played by the test on
+ * Peers that do what mirage-net-xen 2.1.8 (and QEMU's xen_nic back end) do (../shared/PROTOCOL.md), played by the test on
  * a simulated vif, xenstore and rings both: the keys each writes and reads and in what order,
  * one event channel, the front end going Connected without Initialised and sending from
  * 2048-byte blocks (two per page), the back end removing its directory when it closes. Their
@@ -174,6 +174,23 @@ export async function mirageFrontend(vif: Vif, backDomid = 0): Promise<MiragePee
   };
 }
 
+/** How a scripted back end behaves: mirage-net-xen 2.1.8's, or QEMU's xen_nic. */
+interface BackendStyle {
+  /** The keys it writes with state 2, in one transaction. */
+  offer: Record<string, string>;
+  /** Where in the posted page it puts a received frame (QEMU: 2, NET_IP_ALIGN). */
+  rxOffset: number;
+  /** It answers a TX request with more_data or extra_info with an error (QEMU: no SG, no extras). */
+  singleSlot: boolean;
+  /** Closing, it removes its directory (mirage-net-xen). */
+  removesDir: boolean;
+}
+
+export interface ScriptedBackPeer extends MiragePeer {
+  /** TX requests it refused (more_data or extra_info to a peer without SG; sizes out of range). */
+  refused: number;
+}
+
 /**
  * mirage-net-xen's back end: offers feature-sg, feature-rx-copy and no GSO with state 2 in one
  * transaction (no split key), waits for the front end's 3 or 4, reads the ring refs and
@@ -181,16 +198,28 @@ export async function mirageFrontend(vif: Vif, backDomid = 0): Promise<MiragePee
  * up to a page) and takes TX packets of any number of slots by grant copy. Closing, it writes
  * Closed, waits for the front end, and removes its directory.
  */
-export async function mirageBackend(vif: Vif): Promise<MiragePeer> {
+export function mirageBackend(vif: Vif): Promise<ScriptedBackPeer> {
+  return scriptedBackPeer(vif, { offer: { "feature-sg": "1", "feature-rx-copy": "1", "feature-gso-tcpv4": "0" }, rxOffset: 0, singleSlot: false, removesDir: true });
+}
+
+/**
+ * QEMU's userspace back end (hw/net/xen_nic.c): offers only feature-rx-copy=1 and
+ * feature-rx-flip=0 (no SG, no split channels, no multi-queue, no MTU), reads one
+ * `event-channel`, refuses a TX request with more_data or extra_info, or one that crosses its
+ * page, with an error response, and puts each received frame at offset 2 of the posted page.
+ */
+export function qemuBackend(vif: Vif): Promise<ScriptedBackPeer> {
+  return scriptedBackPeer(vif, { offer: { "feature-rx-copy": "1", "feature-rx-flip": "0" }, rxOffset: 2, singleSlot: true, removesDir: false });
+}
+
+async function scriptedBackPeer(vif: Vif, style: BackendStyle): Promise<ScriptedBackPeer> {
   const d0 = vif.dom0;
   const xs = d0.xenstore;
   const b = vif.paths.backPath;
   const f = vif.paths.frontPath;
   const guest = vif.guest;
   await xs.transaction(async (t) => {
-    await xs.write(`${b}/feature-sg`, "1", t);
-    await xs.write(`${b}/feature-rx-copy`, "1", t);
-    await xs.write(`${b}/feature-gso-tcpv4`, "0", t);
+    for (const [k, v] of Object.entries(style.offer)) await xs.write(`${b}/${k}`, v, t);
     await xs.write(`${b}/state`, "2", t);
   });
   await until(async () => ["3", "4"].includes((await xs.read(`${f}/state`)) ?? ""), 5000);
@@ -215,6 +244,12 @@ export async function mirageBackend(vif: Vif): Promise<MiragePeer> {
     for (let n = tx.unconsumedRequests(); n > 0; n--) {
       decodeTxRequest(tx.view, tx.slotOffset(tx.reqCons), txReq);
       tx.reqCons = (tx.reqCons + 1) >>> 0;
+      if (style.singleSlot && ((txReq.flags & (NETTXF.moreData | NETTXF.extraInfo)) !== 0 || txReq.size < 14 || txReq.offset + txReq.size > 4096)) {
+        self.refused++;
+        encodeTxResponse(tx.view, tx.slotOffset(tx.rspProdPvt), { id: txReq.id, status: NETIF_RSP.error });
+        tx.rspProdPvt = (tx.rspProdPvt + 1) >>> 0;
+        continue;
+      }
       const first = packet === null;
       packet ??= { total: txReq.size, parts: [] };
       const len = first ? Math.min(txReq.size, 4096 - txReq.offset) : txReq.size;
@@ -240,9 +275,9 @@ export async function mirageBackend(vif: Vif): Promise<MiragePeer> {
       const frame = outbox.shift()!;
       decodeRxRequest(rx.view, rx.slotOffset(rx.reqCons), rxReq);
       rx.reqCons = (rx.reqCons + 1) >>> 0;
-      const seg: CopySegment = { source: { buf: frame, offset: 0 }, dest: { domid: guest, ref: rxReq.gref, offset: 0 }, len: frame.length };
+      const seg: CopySegment = { source: { buf: frame, offset: 0 }, dest: { domid: guest, ref: rxReq.gref, offset: style.rxOffset }, len: frame.length };
       d0.gnttab.copy([seg]);
-      encodeRxResponse(rx.view, rx.slotOffset(rx.rspProdPvt), { id: rxReq.id, offset: 0, flags: 0, status: seg.status === 0 ? frame.length : NETIF_RSP.error });
+      encodeRxResponse(rx.view, rx.slotOffset(rx.rspProdPvt), { id: rxReq.id, offset: style.rxOffset, flags: 0, status: seg.status === 0 ? frame.length : NETIF_RSP.error });
       rx.rspProdPvt = (rx.rspProdPvt + 1) >>> 0;
     }
     notify = rx.pushResponses() || notify;
@@ -251,8 +286,9 @@ export async function mirageBackend(vif: Vif): Promise<MiragePeer> {
     if (notify) evtchn.notify(port);
   };
   const timer = setInterval(pump, 1);
-  return {
+  const self: ScriptedBackPeer = {
     received,
+    refused: 0,
     send: (frame) => outbox.push(frame.slice()),
     idle: () => outbox.length === 0,
     async close() {
@@ -261,9 +297,10 @@ export async function mirageBackend(vif: Vif): Promise<MiragePeer> {
       await until(async () => ["6", null].includes(await xs.read(`${f}/state`)), 5000).catch(() => {});
       evtchn.close();
       for (const m of maps) d0.gnttab.unmap(m);
-      await xs.rm(b);
+      if (style.removesDir) await xs.rm(b);
     },
   };
+  return self;
 }
 
 export type { SharedPages };
