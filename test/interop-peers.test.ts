@@ -10,6 +10,7 @@ import { describe, expect, test } from "bun:test";
 import { mirageBackend, mirageFrontend, qemuBackend } from "./helpers/mirage-peers.ts";
 import { NetError } from "../src/main/index.ts";
 import { scriptedFrontend } from "./helpers/scripted-peers.ts";
+import { packet, verifies } from "./helpers/packets.ts";
 import { until } from "./helpers/until.ts";
 import { GUEST_MAC, simVif } from "./helpers/vif.ts";
 
@@ -221,4 +222,61 @@ describe("a front end without feature-rx-notify", () => {
       closeAll(vif);
     });
   }
+});
+
+describe("checksum offload as the front end offers it", () => {
+  /** Frames written with csumBlank by our Netback, as a scripted front end with `keys` receives them. */
+  async function receive(keys: Record<string, string | null>, frames: Uint8Array[]): Promise<{ bytes: Uint8Array; flags: number }[]> {
+    const vif = await simVif();
+    const serving = vif.serve({ timeoutMs: 3000 });
+    const fe = await scriptedFrontend(vif, keys);
+    const back = await serving;
+    const n = frames.length;
+    const bufs = vif.frontPlatform.gnttab.share(0, n, true);
+    const ring = new DataView(fe.rxRing.buffer, fe.rxRing.byteOffset, 4096);
+    for (let i = 0; i < n; i++) {
+      ring.setUint16(64 + i * 8, i, true);
+      ring.setUint32(64 + i * 8 + 4, bufs.refs[i]!, true);
+    }
+    ring.setUint32(0, n, true);
+    fe.notifyRx();
+    for (const f of frames) await back.write(f, { csumBlank: true });
+    await until(() => ring.getUint32(8, true) === n);
+    const out = frames.map((f, i) => ({ bytes: bufs.pages[i]!.slice(0, f.length), flags: ring.getUint16(64 + i * 8 + 4, true) }));
+    const closing = back.disconnect();
+    await until(async () => (await vif.dom0.xenstore.read(`${vif.paths.backPath}/state`)) === "5");
+    await fe.setState(6);
+    await closing;
+    fe.release();
+    vif.frontPlatform.gnttab.unshare(bufs);
+    expect(vif.hv.leaks()).toEqual([]);
+    closeAll(vif);
+    return out;
+  }
+  const CSUM_BLANK = 2;
+  const DATA_VALIDATED = 1;
+  const frames = () => [packet({ tcp: true, payload: 500, seed: 1 }), packet({ payload: 99, seed: 2 }), packet({ v6: true, tcp: true, payload: 700, seed: 3 }), packet({ v6: true, payload: 31, seed: 4 })];
+
+  test("feature-no-csum-offload=1, no IPv6 offload: every blank checksum is filled in before it goes, and the frame says validated", async () => {
+    const got = await receive({ "feature-no-csum-offload": "1" }, frames());
+    for (const g of got) {
+      expect(verifies(g.bytes)).toBe(true);
+      expect(g.flags & (CSUM_BLANK | DATA_VALIDATED)).toBe(DATA_VALIDATED);
+    }
+  });
+
+  test("IPv4 offload (the default) but no feature-ipv6-csum-offload: IPv4 frames go blank and untouched, IPv6 ones are filled", async () => {
+    const sent = frames();
+    const got = await receive({}, sent);
+    expect(got.map((g) => g.flags & (CSUM_BLANK | DATA_VALIDATED))).toEqual([CSUM_BLANK, CSUM_BLANK, DATA_VALIDATED, DATA_VALIDATED]);
+    expect([got[0]!.bytes, got[1]!.bytes]).toEqual([sent[0]!, sent[1]!]);
+    expect([verifies(got[2]!.bytes), verifies(got[3]!.bytes)]).toEqual([true, true]);
+  });
+
+  test("both offloads: every frame goes blank, its bytes as written", async () => {
+    const sent = frames();
+    const got = await receive({ "feature-ipv6-csum-offload": "1" }, sent);
+    expect(got.map((g) => g.flags & (CSUM_BLANK | DATA_VALIDATED))).toEqual([CSUM_BLANK, CSUM_BLANK, CSUM_BLANK, CSUM_BLANK]);
+    expect(got.map((g) => g.bytes)).toEqual(sent);
+  });
 });

@@ -250,6 +250,8 @@ async function openSession(ctx: DeviceContext): Promise<BackSession> {
           spinMicros: ctx.spinMicros,
           // A front end without feature-rx-notify never tells us it posted buffers.
           pollMs: sends && !info.features.rxNotify ? NO_RX_NOTIFY_POLL_MS : 0,
+          // Blank checksums only where it takes them: IPv4 unless feature-no-csum-offload, IPv6 only with feature-ipv6-csum-offload.
+          peerCsumOffload: { ipv4: !info.features.noCsumOffload, ipv6: info.features.ipv6CsumOffload },
         },
         events: ctx.events,
       };

@@ -267,7 +267,7 @@ async function openSession(ctx: DeviceContext): Promise<FrontSession> {
     await publishFrontend(
       xs,
       frontPath,
-      { queues: keys, features: { sg: ctx.scatterGather, gsoTcpv4: false, gsoTcpv6: false, rxNotify: true, noCsumOffload: false, ipv6CsumOffload: false } },
+      { queues: keys, features: { sg: ctx.scatterGather, gsoTcpv4: false, gsoTcpv6: false, rxNotify: true, noCsumOffload: false, ipv6CsumOffload: true } },
       { numQueuesKey: info.features.multiQueue },
     );
     log.info({ backend: info.backendPath, mac: formatMac(info.mac), mtu, sendMax, recvMax, queues, split, sg: info.features.sg }, "connected");

@@ -12,3 +12,4 @@ export * from "./extra-chain.ts";
 export * from "./tx-packet.ts";
 export * from "./rx-packet.ts";
 export * from "./xenbus.ts";
+export * from "./checksum.ts";

@@ -14,6 +14,8 @@ import {
   RX_RESPONSE,
   decodeRxRequest,
   encodeRxResponse,
+  fillChecksum,
+  l3Of,
   rxSlotsFor,
   type RxRequest,
   type RxResponse,
@@ -39,6 +41,8 @@ export class BackRx implements RingRole {
   private readonly maxFrame: number;
   /** A front end without feature-rx-notify posts buffers silently: poll this often while frames wait. */
   private readonly pollMs: number;
+  /** Which frames the front end takes with a blank checksum (feature-no-csum-offload, feature-ipv6-csum-offload). */
+  private readonly blankOk: { ipv4: boolean; ipv6: boolean };
 
   constructor(
     init: RingWorkerInit,
@@ -53,6 +57,7 @@ export class BackRx implements RingRole {
     this.ring.attach();
     this.maxFrame = Math.min(init.maxFrame, q.maxRecord);
     this.pollMs = init.pollMs ?? 0;
+    this.blankOk = init.peerCsumOffload ?? { ipv4: true, ipv6: true };
     const maxSlots = rxSlotsFor(this.maxFrame);
     const segs: CopySegment[] = Array.from({ length: maxSlots }, () => ({
       source: { buf: q.data, offset: 0 },
@@ -81,6 +86,7 @@ export class BackRx implements RingRole {
         this.needSlots = slots;
         break;
       }
+      const meta = this.checksumFlags(off, len);
       const first = r.rspProdPvt;
       const segs = this.segsFor[slots]!;
       for (let i = 0, pos = 0; i < slots; i++, pos += GRANT_PAGE_SIZE) {
@@ -94,7 +100,7 @@ export class BackRx implements RingRole {
         // Remember the id in the response slot now; the status is known after the copy.
         this.rsp.id = this.req.id;
         this.rsp.offset = 0;
-        this.rsp.flags = (i === 0 ? q.recordMeta(off) & (NETRXF.dataValidated | NETRXF.csumBlank) : 0) | (i < slots - 1 ? NETRXF.moreData : 0);
+        this.rsp.flags = (i === 0 ? meta : 0) | (i < slots - 1 ? NETRXF.moreData : 0);
         this.rsp.status = s.len;
         encodeRxResponse(r.view, r.slotOffset(r.rspProdPvt), this.rsp);
         r.rspProdPvt = (r.rspProdPvt + 1) >>> 0;
@@ -118,6 +124,22 @@ export class BackRx implements RingRole {
     }
     if (packets > 0 || dropped > 0) this.publish();
     return packets > 0 || dropped > 0;
+  }
+
+  /**
+   * The frame's checksum flags as the front end may see them. A blank checksum it cannot take
+   * (it said feature-no-csum-offload, or did not say feature-ipv6-csum-offload for IPv6) is
+   * filled in here, in the queued record, and the frame goes out as validated instead.
+   */
+  private checksumFlags(off: number, len: number): number {
+    let meta = this.q.recordMeta(off) & (NETRXF.dataValidated | NETRXF.csumBlank);
+    if ((meta & NETRXF.csumBlank) === 0) return meta;
+    const { l3 } = l3Of(this.q.data, off, len);
+    if (l3 === null ? this.blankOk.ipv4 && this.blankOk.ipv6 : this.blankOk[l3]) return meta;
+    // (A frame that is not TCP or UDP over IP has no checksum to fill: the flag only goes.)
+    meta &= ~NETRXF.csumBlank;
+    if (fillChecksum(this.q.data, off, len)) meta |= NETRXF.dataValidated;
+    return meta;
   }
 
   private publish(): void {

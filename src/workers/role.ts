@@ -33,6 +33,11 @@ export interface RingWorkerInit {
    */
   pollMs?: number;
   /**
+   * Back-rx: which frames the front end takes with a blank checksum (absent: all). A blank one
+   * it cannot take is filled in before it goes out.
+   */
+  peerCsumOffload?: { ipv4: boolean; ipv6: boolean };
+  /**
    * How the role tells the main thread its queue needs attention (frames arrived, room freed):
    * a bit of the pool's doorbell. Null: Atomics.notify on the queue's own index word, for a
    * main-thread end that waits on it (the benchmarks).
