@@ -22,7 +22,7 @@ since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 
 # --- 1. packages ---------------------------------------------------------------------------------
 pkgs=(qemu-system-x86 xen-hypervisor-4.17-amd64 xen-utils-4.17 xenstore-utils linux-image-amd64
-      busybox-static cpio kmod xz-utils iproute2)
+      busybox-static cpio kmod xz-utils iproute2 qemu-system-xen)
 missing=()
 for p in "${pkgs[@]}"; do
   if [ "$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)" != installed ]; then
@@ -57,7 +57,7 @@ bunbin=$repo/node_modules/bun/bin/bun.exe
 ver() { dpkg-query -W -f='${Package}=${Version}\n' "$@" 2>/dev/null; }
 keysrc=$(
   ver xen-hypervisor-4.17-amd64 xen-utils-4.17 xenstore-utils "linux-image-$kver" busybox-static \
-      iproute2 libc6 libgcc-s1
+      iproute2 libc6 libgcc-s1 qemu-system-xen
   echo "bun=$(stat -c '%s-%Y' "$bunbin") $("$bunbin" --version)"
   sha256sum "$0" "$here/vif-selfloop" | cut -d' ' -f1
 )
@@ -149,6 +149,9 @@ for t in /usr/bin/xenstore*; do
 done
 add_exe /usr/sbin/ip usr/sbin/ip     # iproute2 (netns); busybox's ip is /sbin/ip
 add_exe /usr/sbin/bridge usr/sbin/bridge
+# QEMU's userspace PV back ends (xen_nic: the `qnic` back end), from Debian's qemu-system-xen:
+# test/xen/dom0/qemu-nic.xen.ts runs it against our Netfront.
+add_exe /usr/libexec/xen-qemu-system-i386 usr/libexec/xen-qemu-system-i386
 add_exe "$bunbin" usr/bin/bun
 # dlopen()ed, not listed by ldd: libgcc_s (pthread_cancel in xl), Bun's libpthread/libdl/libm
 for l in libgcc_s.so.1 libpthread.so.0 libdl.so.2 libm.so.6 librt.so.1 libresolv.so.2; do
