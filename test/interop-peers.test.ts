@@ -11,6 +11,7 @@ import { mirageBackend, mirageFrontend, qemuBackend } from "./helpers/mirage-pee
 import { NetError } from "../src/main/index.ts";
 import { scriptedFrontend } from "./helpers/scripted-peers.ts";
 import { packet, verifies } from "./helpers/packets.ts";
+import { destroyVif } from "../src/main/xenbus/toolstack.ts";
 import { until } from "./helpers/until.ts";
 import { GUEST_MAC, simVif } from "./helpers/vif.ts";
 
@@ -278,5 +279,39 @@ describe("checksum offload as the front end offers it", () => {
     const got = await receive({ "feature-ipv6-csum-offload": "1" }, sent);
     expect(got.map((g) => g.flags & (CSUM_BLANK | DATA_VALIDATED))).toEqual([CSUM_BLANK, CSUM_BLANK, CSUM_BLANK, CSUM_BLANK]);
     expect(got.map((g) => g.bytes)).toEqual(sent);
+  });
+});
+
+describe("the toolstack removes the vif (xl network-detach)", () => {
+  test("a Netfront waiting to reconnect ends at once with REMOVED, not at its timeout, and says so in `closed`", async () => {
+    const vif = await simVif();
+    const [back, front] = await Promise.all([vif.serve(), vif.connect({ reconnect: true, timeoutMs: 20_000 })]);
+    await back.disconnect();
+    // The Netfront now waits for a back end to offer the vif again; the toolstack takes it away.
+    await Bun.sleep(100);
+    const t0 = performance.now();
+    await destroyVif(vif.dom0.xenstore, vif.guest, 0, vif.devid);
+    const why = await front.closed;
+    expect(why.code).toBe("REMOVED");
+    expect(why.message).toContain("removed the vif");
+    expect(performance.now() - t0).toBeLessThan(2000);
+    expect(front.connected).toBe(false);
+    expect(await vif.dom0.xenstore.read(vif.paths.frontPath)).toBeNull();
+    await until(() => vif.hv.leaks().length === 0);
+    closeAll(vif);
+  });
+
+  test("a Netback serving with reconnect whose vif is removed after its front end left ends with REMOVED, leaving nothing in xenstore", async () => {
+    const vif = await simVif();
+    const [back, front] = await Promise.all([vif.serve({ reconnect: true, timeoutMs: 20_000 }), vif.connect({ reconnect: false })]);
+    await front.disconnect();
+    await until(async () => (await vif.dom0.xenstore.read(`${vif.paths.backPath}/state`)) === "2");
+    await destroyVif(vif.dom0.xenstore, vif.guest, 0, vif.devid);
+    const why = await back.closed;
+    expect(why.code).toBe("REMOVED");
+    expect(await vif.dom0.xenstore.read(vif.paths.backPath)).toBeNull();
+    expect(await vif.dom0.xenstore.read(vif.paths.frontPath)).toBeNull();
+    await until(() => vif.hv.leaks().length === 0);
+    closeAll(vif);
   });
 });

@@ -7,7 +7,8 @@ export type NetErrorCode =
   | "DISCONNECTED" // the device was disconnected, or its peer broke and it shut down
   | "TIMEOUT"
   | "UNSUPPORTED" // the peer lacks something this version needs
-  | "IN_USE"; // the device is claimed by another Netfront or Netback on this machine
+  | "IN_USE" // the device is claimed by another Netfront or Netback on this machine
+  | "REMOVED"; // the toolstack removed the vif (its xenstore directory is gone): it cannot come back
 
 export class NetError extends Error {
   override readonly name = "NetError";

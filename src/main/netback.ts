@@ -155,10 +155,9 @@ export class Netback extends SessionDevice<BackSession> {
   }
 
   /** Offer the vif again (InitWait), as Linux netback does while the vif stays online. */
-  protected async prepareReconnect(): Promise<boolean> {
+  protected async prepareReconnect(): Promise<NetError | null> {
     const again = await resetBackendForReconnect(this.ctx.platform.xenstore, this.ctx.dir, features(this.ctx));
-    if (!again) this.log.info("the vif is no longer online; closing");
-    return again;
+    return again ? null : new NetError("DISCONNECTED", "the vif is no longer online (the toolstack set online=0)");
   }
 
   /**

@@ -152,8 +152,8 @@ export class Netfront extends SessionDevice<FrontSession> {
   }
 
   /** The next session starts from Initialising (awaitBackend sees to it). */
-  protected async prepareReconnect(): Promise<boolean> {
-    return true;
+  protected async prepareReconnect(): Promise<NetError | null> {
+    return null;
   }
 
   /**

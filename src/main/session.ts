@@ -250,8 +250,8 @@ export abstract class SessionDevice<S extends Session> extends NetDevice {
   protected abstract openSession(): Promise<S>;
   /** End the current session within `d`, releasing what it holds; idempotent. */
   protected abstract closeSession(d: Deadline): Promise<void>;
-  /** Get ready for the next session; false: do not reconnect after all (the device closes). */
-  protected abstract prepareReconnect(): Promise<boolean>;
+  /** Get ready for the next session; an error: do not reconnect after all (the device closes with it). */
+  protected abstract prepareReconnect(): Promise<NetError | null>;
   /** Start following the peer's state for the current session. */
   protected abstract followPeer(): Promise<void>;
 
@@ -319,14 +319,46 @@ export abstract class SessionDevice<S extends Session> extends NetDevice {
     return lost() - before;
   }
 
+  /** Our directory is gone: the toolstack removed the vif (we never remove it, and write only into it). */
+  protected async removed(): Promise<NetError | null> {
+    const statePath = `${this.ctx.dir}/state`;
+    const v = await this.ctx.platform.xenstore.read(statePath).catch(() => "");
+    return v === null ? new NetError("REMOVED", `the toolstack removed the vif (${statePath} is gone); it will not come back`) : null;
+  }
+
   private async reconnectLoop(): Promise<void> {
     this.setSendGate(false);
     const lost = await this.endSession(new Deadline({ timeoutMs: this.ctx.timeoutMs, signal: this.ctx.abort.signal }));
     if (lost > 0) this.log.warn({ frames: lost }, "frames in flight were not delivered: the session ended before the peer answered them");
+    // While we wait for the peer, the toolstack may remove the vif: that ends the wait at once.
+    const xs = this.ctx.platform.xenstore;
+    const gone = new AbortController();
+    const statePath = `${this.ctx.dir}/state`;
+    const watch = await xs
+      .watch(statePath, `${this.ctx.dir}#removed`, () => {
+        void xs.read(statePath).then(
+          (v) => v === null && gone.abort(),
+          () => {},
+        );
+      })
+      .catch(() => null);
+    const handshake = this.ctx.handshakeSignal;
+    this.ctx.handshakeSignal = AbortSignal.any([handshake, gone.signal]);
+    try {
+      await this.reconnectAttempts();
+    } finally {
+      watch?.unwatch();
+      this.ctx.handshakeSignal = handshake;
+    }
+  }
+
+  private async reconnectAttempts(): Promise<void> {
     while (this.closing === null) {
       try {
-        if (!(await this.prepareReconnect())) {
-          void this.shutdown(new NetError("DISCONNECTED", "the device cannot reconnect"), false);
+        const refused = (await this.removed()) ?? (await this.prepareReconnect());
+        if (refused !== null) {
+          this.log.info({ why: refused.message }, "not reconnecting; closing");
+          void this.shutdown(refused, false);
           return;
         }
         const s = await this.openSession();
