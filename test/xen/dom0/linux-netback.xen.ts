@@ -9,6 +9,7 @@ import pino from "pino";
 import { Netfront } from "../../../src/main/index.ts";
 import { createXenPlatform } from "../../../src/platform/xen/platform.ts";
 import { respondAny } from "./responder.ts";
+import { unloadModule } from "./shell.ts";
 
 const logger = pino({ level: process.env.XEN_TEST_LOG ?? "info" });
 const MAC = "00:16:3e:00:00:21";
@@ -94,35 +95,45 @@ test("our netfront <-> Linux xen-netback: two queues, the kernel pings us at MTU
 
 test("our netfront <-> Linux xen-netback loaded with separate_tx_rx_irq=0: one event channel per queue, the kernel pings us", async () => {
   const mac = "00:16:3e:00:00:22";
-  must("modprobe xen-netback separate_tx_rx_irq=0");
-  must(`xl network-attach 0 mac=${mac} script=/etc/xen/scripts/vif-selfloop`);
-  const vifs = must("xenstore-list /local/domain/0/device/vif").split(/\s+/).filter(Boolean);
-  const devid = Number(vifs.find((d) => sh(`xenstore-read /local/domain/0/device/vif/${d}/mac`).out.trim() === mac));
-  expect(Number.isInteger(devid)).toBe(true);
-  const backPath = `/local/domain/0/backend/vif/0/${devid}`;
-  expect(sh(`xenstore-read ${backPath}/feature-split-event-channels`).out.trim()).toBe("0");
+  must("modprobe xen-netback");
+  // The parameter is read when netback probes a vif: set it on the loaded module (0644 in sysfs).
+  const param = "/sys/module/xen_netback/parameters/separate_tx_rx_irq";
+  must(`echo N > ${param}`);
+  let devid = -1;
+  let platform: Awaited<ReturnType<typeof createXenPlatform>> | null = null;
+  try {
+    must(`xl network-attach 0 mac=${mac} script=/etc/xen/scripts/vif-selfloop`);
+    const vifs = must("xenstore-list /local/domain/0/device/vif").split(/\s+/).filter(Boolean);
+    devid = Number(vifs.find((d) => sh(`xenstore-read /local/domain/0/device/vif/${d}/mac`).out.trim() === mac));
+    expect(Number.isInteger(devid)).toBe(true);
+    const backPath = `/local/domain/0/backend/vif/0/${devid}`;
+    expect(sh(`xenstore-read ${backPath}/feature-split-event-channels`).out.trim()).toBe("0");
 
-  const platform = await createXenPlatform({ domid: 0 });
-  const front = await Netfront.connect({ platform, devid, logger, timeoutMs: 30_000, queues: 2 });
-  const frontPath = `/local/domain/0/device/vif/${devid}`;
-  for (const q of [0, 1]) {
-    expect(Number(must(`xenstore-read ${frontPath}/queue-${q}/event-channel`).trim())).toBeGreaterThan(0);
-    expect(sh(`xenstore-read ${frontPath}/queue-${q}/event-channel-tx`).code).not.toBe(0);
+    platform = await createXenPlatform({ domid: 0 });
+    const front = await Netfront.connect({ platform, devid, logger, timeoutMs: 30_000, queues: 2 });
+    const frontPath = `/local/domain/0/device/vif/${devid}`;
+    for (const q of [0, 1]) {
+      expect(Number(must(`xenstore-read ${frontPath}/queue-${q}/event-channel`).trim())).toBeGreaterThan(0);
+      expect(sh(`xenstore-read ${frontPath}/queue-${q}/event-channel-tx`).code).not.toBe(0);
+    }
+    expect(must(`xenstore-read ${backPath}/state`).trim()).toBe("4");
+    front.listen((f) => {
+      const r = respondAny(f, front.mac, IPS);
+      if (r !== null) void front.write(r);
+    });
+    const vif = `vif0.${devid}`;
+    must(`/usr/sbin/ip addr add 10.99.1.1/24 dev ${vif} && /usr/sbin/ip link set ${vif} up`);
+    const ping = await shAsync("ping -c 3 -W 3 10.99.1.2");
+    console.log(ping.out.trim());
+    expect(ping.out).toContain("3 packets received");
+    console.log(`one channel: stats ${JSON.stringify(front.stats())}`);
+    expect(front.stats().rxDrops + front.stats().txDrops).toBe(0);
+    await front.disconnect();
+  } finally {
+    // Whatever failed, the vif and the kernel's back end go, so the next test finds neither.
+    if (devid >= 0) sh(`xl network-detach 0 ${devid}`);
+    sh(`echo Y > ${param}`);
+    await unloadModule("xen-netback").catch((e) => console.log(String(e)));
+    platform?.close();
   }
-  expect(must(`xenstore-read ${backPath}/state`).trim()).toBe("4");
-  front.listen((f) => {
-    const r = respondAny(f, front.mac, IPS);
-    if (r !== null) void front.write(r);
-  });
-  const vif = `vif0.${devid}`;
-  must(`/usr/sbin/ip addr add 10.99.1.1/24 dev ${vif} && /usr/sbin/ip link set ${vif} up`);
-  const ping = await shAsync("ping -c 3 -W 3 10.99.1.2");
-  console.log(ping.out.trim());
-  expect(ping.out).toContain("3 packets received");
-  console.log(`one channel: stats ${JSON.stringify(front.stats())}`);
-  expect(front.stats().rxDrops + front.stats().txDrops).toBe(0);
-  await front.disconnect();
-  must(`xl network-detach 0 ${devid}`);
-  sh("rmmod xen-netback");
-  platform.close();
 }, 180_000);

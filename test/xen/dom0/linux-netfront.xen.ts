@@ -10,7 +10,7 @@ import pino from "pino";
 import { Netback, createVif } from "../../../src/main/index.ts";
 import { destroyVif } from "../../../src/main/xenbus/toolstack.ts";
 import { createXenPlatform } from "../../../src/platform/xen/platform.ts";
-import { must, sh, until } from "./shell.ts";
+import { must, sh, unloadModule, until } from "./shell.ts";
 import { respondAny } from "./responder.ts";
 
 const logger = pino({ level: process.env.XEN_TEST_LOG ?? "info" });
@@ -35,7 +35,7 @@ async function kernelNetdev(mac: string): Promise<string> {
 
 test("Linux xen-netfront <-> our netback: two queues (one per dom0 CPU), pings through our back end at MTU 1500 and 9000, flows over both queues; the kernel detaching is handled", async () => {
   // The back end must be ours alone: no kernel netback may claim the vif.
-  await sh("rmmod xen-netback");
+  await unloadModule("xen-netback");
   const platform = await createXenPlatform({ domid: 0 });
   const paths = await createVif(platform.xenstore, { frontDomid: 0, backDomid: 0, devid: DEVID, mac: MAC });
   const serving = Netback.serve({ platform, frontendDomid: 0, devid: DEVID, logger, timeoutMs: 30_000 });
@@ -97,7 +97,7 @@ test("Linux xen-netfront <-> our netback: two queues (one per dom0 CPU), pings t
 }, 180_000);
 
 test("Linux xen-netfront <-> our netback offering neither split channels nor scatter-gather (as QEMU's back end): one event channel, MTU 1500, pings through", async () => {
-  await sh("rmmod xen-netback");
+  await unloadModule("xen-netback");
   const devid = 10;
   const mac = "00:16:3e:00:00:32";
   const platform = await createXenPlatform({ domid: 0 });

@@ -7,6 +7,7 @@ import { expect, test } from "bun:test";
 import pino from "pino";
 import { Netback, Netfront, createVif } from "../../../src/main/index.ts";
 import { destroyVif } from "../../../src/main/xenbus/toolstack.ts";
+import { unloadModule } from "./shell.ts";
 import { createXenPlatform } from "../../../src/platform/xen/platform.ts";
 
 const logger = pino({ level: process.env.XEN_TEST_LOG ?? "info" });
@@ -27,7 +28,7 @@ async function until(cond: () => boolean, ms: number): Promise<void> {
 
 test("our netfront <-> our netback over real Xen: frames both ways byte-exact, second claims refused, nothing lost at disconnect", async () => {
   // Both ends are ours: the kernel's vif drivers must not claim the device.
-  for (const m of ["xen-netback", "xen-netfront"]) Bun.spawnSync(["rmmod", m]);
+  for (const m of ["xen-netback", "xen-netfront"]) await unloadModule(m);
   const backPlatform = await createXenPlatform({ domid: 0 });
   const frontPlatform = await createXenPlatform({ domid: 0 });
   const devid = 7;

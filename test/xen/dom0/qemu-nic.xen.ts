@@ -9,7 +9,7 @@ import { existsSync } from "node:fs";
 import pino from "pino";
 import { Netfront } from "../../../src/main/index.ts";
 import { createXenPlatform } from "../../../src/platform/xen/platform.ts";
-import { must, sh, until } from "./shell.ts";
+import { must, sh, unloadModule, until } from "./shell.ts";
 
 const QEMU = "/usr/libexec/xen-qemu-system-i386";
 const logger = pino({ level: process.env.XEN_TEST_LOG ?? "info" });
@@ -17,6 +17,8 @@ const DEVID = 20;
 const MAC = "00:16:3e:00:00:51";
 
 test.skipIf(!existsSync(QEMU))("our netfront <-> QEMU's xen_nic back end: one event channel, one slot per packet, frames answered", async () => {
+  // Our Netfront must take the device: no kernel netfront (nor netback) may claim it.
+  for (const m of ["xen-netfront", "xen-netback"]) await unloadModule(m);
   const front = `/local/domain/0/device/vif/${DEVID}`;
   const back = `/local/domain/0/backend/qnic/0/${DEVID}`;
   const keys: [string, string][] = [

@@ -8,15 +8,15 @@ import { expect, test } from "bun:test";
 import pino from "pino";
 import { Netback, type VifEvent } from "../../../src/main/index.ts";
 import { createXenPlatform } from "../../../src/platform/xen/platform.ts";
-import { must, sh, until } from "./shell.ts";
+import { must, sh, unloadModule, until } from "./shell.ts";
 import { respond } from "./responder.ts";
 
 const logger = pino({ level: process.env.XEN_TEST_LOG ?? "info" });
 const IPC = "/usr/sbin/ip";
 
 test("our VifServer serves every vif xl creates: Linux netfront on two, pings through each, one detached and the other goes on", async () => {
-  await sh("rmmod xen-netback");
-  await sh("rmmod xen-netfront");
+  await unloadModule("xen-netback");
+  await unloadModule("xen-netfront");
   const platform = await createXenPlatform({ domid: 0 });
   const server = await Netback.serveAll({ platform, logger, timeoutMs: 30_000 });
   const events: VifEvent[] = [];

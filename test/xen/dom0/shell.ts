@@ -21,3 +21,12 @@ export async function until(cond: () => boolean | Promise<boolean>, ms: number, 
     await Bun.sleep(20);
   }
 }
+
+/**
+ * Unload a kernel module and wait until it is gone (busybox rmmod does not wait for its users to
+ * let go): a test that needs the device for itself must not race the kernel's driver for it.
+ */
+export async function unloadModule(name: string, ms = 15_000): Promise<void> {
+  const sys = `/sys/module/${name.replace(/-/g, "_")}`;
+  await until(async () => (await sh(`rmmod ${name} 2>/dev/null; [ ! -d ${sys} ]`)).code === 0, ms, `module ${name} to unload`);
+}
