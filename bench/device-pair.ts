@@ -9,6 +9,7 @@ export interface Pair {
   close(): Promise<void>;
 }
 
+/** BENCH_DATA_PAGES=N: the Netfront's dataPages (to compare against the default). */
 export async function devicePair(): Promise<Pair> {
   const hv = SimHypervisor.create({ pages: 4096 });
   const guest = hv.createDomain();
@@ -16,7 +17,7 @@ export async function devicePair(): Promise<Pair> {
   await createVif(hv.platform(0).xenstore, { frontDomid: guest, backDomid: 0, devid: 0, mac: "00:16:3e:00:00:01" });
   const [back, front] = await Promise.all([
     Netback.serve({ platform: hv.platform(0), frontendDomid: guest, logger }),
-    Netfront.connect({ platform: hv.platform(guest), logger }),
+    Netfront.connect({ platform: hv.platform(guest), logger, ...(process.env.BENCH_DATA_PAGES ? { dataPages: Number(process.env.BENCH_DATA_PAGES) } : {}) }),
   ]);
   return {
     front,

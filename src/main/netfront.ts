@@ -13,7 +13,7 @@
 import type { Logger } from "pino";
 import { ETH_DATA_LEN, ETH_HLEN, GRANT_PAGE_SIZE, MAX_PACKET_SIZE } from "../protocol/netif.ts";
 import { BACK_KEYS, formatMac, frontendDir, XenbusState } from "../protocol/xenbus.ts";
-import type { DeviceClaim, Platform, SharedPages } from "../platform/types.ts";
+import { PlatformError, type DeviceClaim, type Platform, type SharedPages } from "../platform/types.ts";
 import type { RingKind, RoleRequest } from "./pool.ts";
 import type { RoleHandle } from "./role-handle.ts";
 import { Cleanup } from "./cleanup.ts";
@@ -27,11 +27,13 @@ import { awaitBackend, awaitBackendConnected, publishFrontend, type BackendInfo,
 import { setState, waitForState, type Deadline } from "./xenbus/wait.ts";
 
 /**
- * Data pages per direction and queue: one per ring slot with one queue; fewer with several, so
- * a vif keeps within what a domain may grant (Linux's gntalloc allows 1024 grants by default).
+ * Data pages per direction and queue: the vif's `dataPages` shared out, at most one per ring
+ * slot, at least 16. A page carries one frame of up to a page (one slot), so they bound the
+ * frames in flight each way per queue; what they cost is grants, of which a domain has few
+ * (Linux's gntalloc allows 1024 by default).
  */
-function dataPagesPerQueue(queues: number): number {
-  return Math.max(32, Math.floor(256 / queues));
+function dataPagesPerQueue(total: number, queues: number): number {
+  return Math.min(256, Math.max(16, Math.floor(total / queues)));
 }
 
 
@@ -88,6 +90,13 @@ export interface NetfrontOptions {
    * CPU). With one, every frame keeps its order.
    */
   queues?: number;
+  /**
+   * Pages shared for frame data per direction, over all queues (default 120, at most 256 per
+   * queue): they bound the frames in flight each way. Each is a grant, and a domain's gntalloc
+   * allows 1024 by default: a vif takes 2 × dataPages + 2 per queue (242 by default, so four
+   * vifs fit). More vifs: fewer pages, or raise the limit (`xen-gntalloc limit=N`).
+   */
+  dataPages?: number;
 }
 
 interface FrontSession extends Session {
@@ -119,6 +128,7 @@ export class Netfront extends SessionDevice<FrontSession> {
     try {
       claim = claimDevice(platform, dir, "Netfront");
       const ctx = createContext(platform, dir, o, o.queues ?? 1, { claim, ownsPlatform: owned }, log, (failure) => dev?.workerStopped(failure));
+      ctx.dataPages = o.dataPages;
       dev = new Netfront(ctx, await openSession(ctx), o.reconnect);
       await dev.followPeer();
       if (o.awaitBackend) await awaitBackendConnected(platform.xenstore, dev.session.info.backendPath, { timeoutMs: ctx.timeoutMs, signal: ctx.handshakeSignal });
@@ -219,14 +229,21 @@ async function openSession(ctx: DeviceContext): Promise<FrontSession> {
     // One channel per ring only if the back end offers it and we were not told otherwise.
     const split = info.features.splitEventChannels && ctx.splitEventChannels;
     const share = (count: number, writable: boolean): SharedPages => {
-      const s = platform.gnttab.share(be, count, writable);
+      let s: SharedPages;
+      try {
+        s = platform.gnttab.share(be, count, writable);
+      } catch (e) {
+        if (!(e instanceof PlatformError) || e.code !== "ENOSPC") throw e;
+        const grants = queues * (2 + 2 * pages);
+        throw new PlatformError("ENOSPC", e.op, `${e.message}. This vif needs ${grants} grants (${queues} queue(s) of 2 rings and 2 × ${pages} data pages): lower dataPages or queues, or raise the domain's limit (Linux: xen-gntalloc's limit parameter, default 1024)`);
+      }
       // Access ends once the back end lets go of the pages, never before: they are not reused under it.
       res.add("unshare pages", () => platform.gnttab.unshare(s, { defer: true }));
       return s;
     };
     // As many queues as we want and the back end offers; each its two rings and data pages.
     const queues = Math.min(ctx.queues.length, info.features.maxQueues);
-    const pages = dataPagesPerQueue(queues);
+    const pages = dataPagesPerQueue(ctx.dataPages, queues);
     // Each ring goes to a pool worker of its kind, with a port allocated through that worker
     // (with one channel, through the TX ring's worker, and the RX ring shares it).
     const request = (q: number, ring: RingKind, page: SharedPages, data: SharedPages): RoleRequest => {

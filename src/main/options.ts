@@ -136,7 +136,15 @@ export interface CheckedFrontOptions extends CheckedOptions {
   domid: number;
   awaitBackend: boolean;
   queues: number | undefined;
+  dataPages: number;
 }
+
+/**
+ * Pages a Netfront shares for frame data, per direction, over all its queues, by default: with
+ * its two ring pages, 242 grants a vif, so four vifs fit in a domain's default gntalloc limit
+ * of 1024 grants (Linux's xen-gntalloc `limit` parameter).
+ */
+export const DEFAULT_DATA_PAGES = 120;
 
 export function checkFrontOptions(v: unknown): CheckedFrontOptions {
   const o = record(v, "Netfront.connect");
@@ -145,6 +153,7 @@ export function checkFrontOptions(v: unknown): CheckedFrontOptions {
     domid: integer(o, "domid", 0, DOMID_MAX, 1),
     awaitBackend: boolean(o, "awaitBackend", true),
     queues: o.queues === undefined ? undefined : integer(o, "queues", 1, MAX_QUEUES),
+    dataPages: integer(o, "dataPages", 16, 256 * MAX_QUEUES, DEFAULT_DATA_PAGES),
   };
 }
 

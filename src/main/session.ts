@@ -62,6 +62,8 @@ export interface DeviceContext {
   splitEventChannels: boolean;
   /** We offer scatter-gather (the option): the peer may send us packets of several slots. */
   scatterGather: boolean;
+  /** A Netfront's data pages per direction over all queues (NetfrontOptions.dataPages). */
+  dataPages: number;
   /** Our hold on the device; released when it closes for good. */
   claim: DeviceClaim;
   /** We opened the platform (none was passed): it closes with the device. */
@@ -184,6 +186,7 @@ export function createContext(
     spinMicros: opts.spinMicros,
     splitEventChannels: opts.splitEventChannels,
     scatterGather: opts.scatterGather,
+    dataPages: 0,
     ...hold,
     events: {
       onPeerError: (m) => log.warn({ code: m.code, field: m.field, value: m.value, suppressed: m.suppressed }, `peer error: ${m.message}`),
