@@ -5,6 +5,7 @@
  * reported; and `timeoutMs` bounds the whole disconnect, whatever the peer does.
  */
 import { describe, expect, test } from "bun:test";
+import { DEFAULT_DATA_PAGES } from "../src/main/options.ts";
 import { captureLog } from "./helpers/log.ts";
 import { scriptedBackend, scriptedFrontend } from "./helpers/scripted-peers.ts";
 import { until } from "./helpers/until.ts";
@@ -115,7 +116,7 @@ describe("disconnect waits for the peer to take what was written (against peers 
     const got: number[] = [];
     front.listen((f) => got.push(f[0]!));
     const ring = new DataView(be.rxRing.buffer, be.rxRing.byteOffset, 4096);
-    await until(() => ring.getUint32(0, true) === 256); // all buffers posted
+    await until(() => ring.getUint32(0, true) === DEFAULT_DATA_PAGES); // all buffers posted
     // Fill five posted buffers and answer them in their own slots, push, and close at once:
     // no event, so only a front end that reads its ring as it stops sees them.
     for (let i = 0; i < 5; i++) {

@@ -403,7 +403,8 @@ describe("tryWrite and writable", () => {
         fill();
         still = queued === before ? still + 1 : 0;
       }
-      expect(queued).toBeGreaterThan(100);
+      // At least what the TX pages hold in flight (120 pages, two per frame) and our queue's window.
+      expect(queued).toBeGreaterThan(60);
       expect(queued).toBeLessThan(5000);
       expect(front.tryWrite(frame)).toBe(false);
       const got: number[] = [];
