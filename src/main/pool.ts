@@ -29,6 +29,8 @@ const THREAD_URL = new URL("../workers/pool-thread.ts", import.meta.url).href;
 const SLOTS_PER_WORKER = 1 << 15;
 /** A pool with no ring for this long stops its threads. */
 const IDLE_STOP_MS = 2000;
+/** A stopping worker that has not ended within this long is terminated. */
+const EXIT_WAIT_MS = 5000;
 /** A worker that does not take a ring within this long is taken for dead. */
 const ADD_TIMEOUT_MS = 15_000;
 
@@ -181,17 +183,42 @@ export class PoolThread {
     this.pool.retire(this.waiter);
   }
 
-  /** Stop the thread (the pool is idle): its roles are all gone already. */
+  /**
+   * Stop the thread (the pool is idle): its roles are all gone already. It is asked to leave
+   * its loop and woken, and its handle is closed only once it has ended: a worker blocked in
+   * poll(2) through bun:ffi cannot be terminated safely (on real Xen, terminating one crashed
+   * the process), and its descriptors must not close under it. Terminated after EXIT_WAIT_MS.
+   */
   stop(): void {
     if (this.dead) return;
     this.dead = true;
-    this.worker.terminate();
-    this.commands.close();
+    this.commands.postMessage({ type: "exit" } satisfies PoolCommand);
+    this.pending.set(COMMAND_SLOT);
+    let closed = false;
+    const release = () => {
+      if (closed) return;
+      closed = true;
+      this.commands.close();
+      try {
+        this.waiter.close();
+      } catch {
+        // As in died().
+      }
+    };
     try {
-      this.waiter.close();
+      this.waiter.kick();
     } catch {
-      // As in died().
+      // Its machine is gone: nothing to wake.
     }
+    const late = setTimeout(() => {
+      this.worker.terminate();
+      release();
+    }, EXIT_WAIT_MS);
+    (late as { unref?: () => void }).unref?.();
+    this.worker.addEventListener("close", () => {
+      clearTimeout(late);
+      release();
+    });
   }
 }
 

@@ -35,7 +35,11 @@ export interface PoolWorkerStart {
   waiter: unknown;
 }
 
-export type PoolCommand = { type: "add"; slot: number; init: RingWorkerInit } | { type: "remove"; slot: number; drain: boolean };
+export type PoolCommand =
+  | { type: "add"; slot: number; init: RingWorkerInit }
+  | { type: "remove"; slot: number; drain: boolean }
+  /** Leave the loop (the pool is idle): the thread then ends by itself. */
+  | { type: "exit" };
 
 export type PoolEvent =
   | { type: "added"; slot: number }
@@ -96,10 +100,12 @@ export class PoolWorker {
     this.waiter = this.machine.openEventWaiter(start.waiter);
   }
 
-  /** The worker's life: it ends only with the thread. */
-  run(): never {
-    for (;;) this.step(MAX_SLEEP_MS);
+  /** The worker's life, until the main thread says exit. */
+  run(): void {
+    while (!this.exiting) this.step(MAX_SLEEP_MS);
   }
+
+  private exiting = false;
 
   /** One pass: take kicks and events, poll the active roles, or sleep (at most `sleepMs`). */
   step(sleepMs: number): void {
@@ -147,7 +153,8 @@ export class PoolWorker {
     for (let m = receiveMessageOnPort(this.start.port); m !== undefined; m = receiveMessageOnPort(this.start.port)) {
       const c = m.message as PoolCommand;
       if (c.type === "add") this.add(c.slot, c.init);
-      else this.remove(c.slot, c.drain);
+      else if (c.type === "remove") this.remove(c.slot, c.drain);
+      else this.exiting = true;
     }
   }
 

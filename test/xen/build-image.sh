@@ -59,7 +59,7 @@ keysrc=$(
   ver xen-hypervisor-4.17-amd64 xen-utils-4.17 xenstore-utils "linux-image-$kver" busybox-static \
       iproute2 libc6 libgcc-s1 qemu-system-xen
   echo "bun=$(stat -c '%s-%Y' "$bunbin") $("$bunbin" --version)"
-  sha256sum "$0" "$here/vif-selfloop" | cut -d' ' -f1
+  sha256sum "$0" "$here/vif-selfloop" "$here/domu-init" | cut -d' ' -f1
 )
 key=$(printf '%s\n' "$keysrc" | sha256sum | cut -c1-16)
 out=$cache/image-$key
@@ -285,6 +285,56 @@ echo b > /proc/sysrq-trigger
 sleep 60
 INIT
 chmod 0755 "$r/init"
+
+# --- 6. a PV domU for the tests that need a separate domain -------------------------------------
+# dom0 carries it in its own initramfs (no 9p read at `xl create`): the Debian bzImage (Xen's PV
+# loader takes it) and a small initramfs with busybox, the xenstore tools, xen-netfront and an
+# /init that brings eth0 up, pings dom0's side and writes what it saw under its own
+# /local/domain/<id>/data/ (the only place a domU may write), then powers off.
+u=$work/domu
+mkdir -p "$u"/{bin,sbin,usr/bin,usr/sbin,usr/lib64,usr/lib/x86_64-linux-gnu,proc,sys,dev,run,tmp,etc}
+ln -s usr/lib "$u/lib"
+ln -s usr/lib64 "$u/lib64"
+cp /bin/busybox "$u/bin/busybox"
+for a in $(/bin/busybox --list-full); do
+  case $a in usr/*) a=${a#usr/} ;; esac
+  [ -e "$u/$a" ] || ln -s /bin/busybox "$u/$a"
+done
+domu_copied=" "
+domu_exe() { # $1 source, $2 destination, with the libraries ldd lists
+  mkdir -p "$(dirname "$u/$2")"
+  cp -L "$1" "$u/$2"
+  local lib
+  for lib in $(ldd "$1" 2>/dev/null | grep -oE '/[^ ]+\.so[^ ]*' | sort -u); do
+    case $domu_copied in *" $lib "*) continue ;; esac
+    domu_copied="$domu_copied$lib "
+    local dest=${lib#/usr}; dest=usr$dest
+    mkdir -p "$(dirname "$u/$dest")"
+    [ -e "$u/$dest" ] || cp -L "$lib" "$u/$dest"
+  done
+}
+for t in xenstore-read xenstore-write; do domu_exe "/usr/bin/$t" "usr/bin/$t"; done
+domu_exe /usr/sbin/ip usr/sbin/ip
+[ -e "$u/usr/lib64/ld-linux-x86-64.so.2" ] || cp -L /lib64/ld-linux-x86-64.so.2 "$u/usr/lib64/"
+domu_mods=()
+for m in xen-netfront; do
+  while read -r kind path _; do
+    [ "$kind" = insmod ] || continue
+    rel=${path#/lib/modules/$kver/}
+    dest=lib/modules/$kver/${rel%.xz}
+    if [ ! -e "$u/$dest" ]; then
+      mkdir -p "$(dirname "$u/$dest")"
+      case $path in *.xz) xz -dc "$path" > "$u/$dest" ;; *) cp "$path" "$u/$dest" ;; esac
+      domu_mods+=("/$dest")
+    fi
+  done < <(modprobe -S "$kver" --show-depends "$m")
+done
+printf '%s\n' "${domu_mods[@]}" > "$u/etc/modules-order"
+install -m 0755 "$here/domu-init" "$u/init"
+mkdir -p "$r/boot/xen-rig"
+cp "$bz" "$r/boot/xen-rig/vmlinuz"
+( cd "$u" && find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc --quiet ) > "$r/boot/xen-rig/domu.cpio"
+rm -rf "$u"
 
 ( cd "$r" && find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc --quiet ) > "$work/dom0.cpio"
 
