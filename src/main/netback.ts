@@ -209,6 +209,8 @@ async function openSession(ctx: DeviceContext): Promise<BackSession> {
   const xs = platform.xenstore;
   log.info({ backPath }, "offered the vif (InitWait); waiting for the front end");
   const res = new Cleanup();
+  // The pool's threads start while we wait for the peer, not after it is ready.
+  const warm = ctx.pool.prewarm();
   try {
     const info = await awaitFrontend(xs, backPath, { timeoutMs: ctx.handshakeMs, signal: ctx.handshakeSignal });
     // We send on the front end's RX ring, where each fragment carries its own size: with its
@@ -274,5 +276,7 @@ async function openSession(ctx: DeviceContext): Promise<BackSession> {
     await res.run(log);
     if (!nothingToTell(e)) await giveUp(xs, backPath);
     throw e;
+  } finally {
+    warm();
   }
 }

@@ -213,6 +213,8 @@ async function openSession(ctx: DeviceContext): Promise<FrontSession> {
   const xs = platform.xenstore;
   log.info({ frontPath }, "waiting for the back end");
   const res = new Cleanup();
+  // The pool's threads start while we wait for the peer, not after it is ready.
+  const warm = ctx.pool.prewarm();
   try {
     const info = await awaitBackend(xs, frontPath, { timeoutMs: ctx.handshakeMs, signal: ctx.handshakeSignal });
     const be = info.backendId;
@@ -294,6 +296,8 @@ async function openSession(ctx: DeviceContext): Promise<FrontSession> {
     // Tell the back end, unless nothing was negotiated yet (it would not be listening).
     if (!nothingToTell(e)) await giveUp(xs, frontPath);
     throw e;
+  } finally {
+    warm();
   }
 }
 

@@ -243,6 +243,8 @@ export class RingPool {
   private readonly machine: PlatformDescriptor;
   private home: Platform | null = null;
   private roles = 0;
+  /** Handshakes in progress (see prewarm): the threads stay while any is. */
+  private holds = 0;
   private idleTimer: ReturnType<typeof setTimeout> | null = null;
   /** Which worker runs the ring whose (domain, port) this is, for the other end to join. */
   private readonly ports = new Map<string, PoolThread>();
@@ -262,6 +264,26 @@ export class RingPool {
 
   get roleCount(): number {
     return this.roles;
+  }
+
+  /**
+   * A handshake is starting: make sure a worker of each kind runs, and keep the threads until
+   * the returned release. A thread takes its time to start (seconds under emulation, more with
+   * guests competing for the CPUs); started while we wait for the peer, it is ready when the
+   * peer is, and the session opens at once. (A Linux netfront in a domU sends nothing until we
+   * are Connected: the time we took was time its first frames waited.)
+   */
+  prewarm(): () => void {
+    this.cancelIdleStop();
+    this.holds++;
+    for (const kind of ["tx", "rx"] as const) if (this.threads[kind].length === 0) this.place(kind);
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      this.holds--;
+      this.maybeIdle();
+    };
   }
 
   /** Put a ring on a worker: bind its port through the worker, send the role, wait until it runs. */
@@ -359,7 +381,7 @@ export class RingPool {
   }
 
   private maybeIdle(): void {
-    if (this.roles > 0 || this.idleTimer !== null) return;
+    if (this.roles > 0 || this.holds > 0 || this.idleTimer !== null) return;
     this.idleTimer = setTimeout(() => this.stopIfIdle(), IDLE_STOP_MS);
     this.idleTimer.unref?.();
   }
@@ -371,7 +393,7 @@ export class RingPool {
 
   private stopIfIdle(): void {
     this.idleTimer = null;
-    if (this.roles > 0) return;
+    if (this.roles > 0 || this.holds > 0) return;
     for (const kind of ["tx", "rx"] as const) for (const t of this.threads[kind].splice(0)) t.stop();
     for (const w of this.retired.splice(0)) {
       try {

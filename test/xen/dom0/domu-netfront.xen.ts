@@ -7,12 +7,13 @@
  * xenstore directory. The first ping must be answered at once: a Linux netfront in a domU once
  * saw none of our frames for its first 5-11 s.
  *
- * Not in CI yet (`test/xen/run.sh test/xen/domu-test.sh` runs it): both of issue 12's findings reproduce here and are
- * open. (i) Our ARP answer leaves dom0 at once (the test logs when each frame came in and went
- * out, on the hypervisor's clock) but the domU's first ping is answered 3.6-21 s after its link
- * came up; with Linux netback in the same boot, 0.95 s. (ii) The dom0 Bun process crashed
- * (SIGSEGV, once SIGILL) in 4 of 6 runs, during the handshake or after the guest went away,
- * with no pool thread running in at least one; never with Linux netback serving the domU.
+ * Not in CI yet (`test/xen/run.sh test/xen/domu-test.sh` runs it), for a crash: in 6 of 8 runs
+ * the dom0 Bun process died (SIGSEGV at a reference-count increment, `lock addl $2,(%rax)`, in
+ * a thread just started; SIGABRT or SIGILL in others), during the handshake or after the guest
+ * went away; never in the dom0-only tests, never with Linux netback serving the domU. The first
+ * ping: the domU's eth0 comes up before our Netback is Connected, and Linux netfront sends
+ * nothing until then, so its first frames waited for our handshake (7 s once: the pool's
+ * threads started only after the front end was ready; they now start while we wait for it).
  */
 import { expect, test } from "bun:test";
 import pino from "pino";
