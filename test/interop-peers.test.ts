@@ -7,8 +7,8 @@
  * Frames byte-exact both ways.
  */
 import { describe, expect, test } from "bun:test";
-import { mirageBackend, mirageFrontend, qemuBackend } from "./helpers/mirage-peers.ts";
-import { NetError } from "../src/main/index.ts";
+import { mirageBackend, mirageFrontend, qemuBackend, type MiragePeer } from "./helpers/mirage-peers.ts";
+import { NetError, type Netback, type Netfront } from "../src/main/index.ts";
 import { scriptedFrontend } from "./helpers/scripted-peers.ts";
 import { packet, verifies } from "./helpers/packets.ts";
 import { destroyVif } from "../src/main/xenbus/toolstack.ts";
@@ -33,6 +33,22 @@ function frame(i: number, len: number): Uint8Array {
 
 const sizes = (i: number) => [60, 1514, 2048, 2049, 3000, 4096, 700][i % 7]!;
 
+/**
+ * `n` frames each way between our device and a scripted peer, byte-exact and in order: sizes
+ * from 60 to 4096 and past (the peer sends one page at most; we send up to 4096 to it).
+ */
+async function exchange(dev: Netback | Netfront, peer: MiragePeer, n: number): Promise<void> {
+  const got: Uint8Array[] = [];
+  dev.listen((f) => got.push(f.slice()));
+  for (let i = 0; i < n; i++) peer.send(frame(i, Math.min(sizes(i), 4096)));
+  for (let i = 0; i < n; i++) await dev.write(frame(i, sizes(i)));
+  await until(() => got.length === n && peer.received.length === n, 10_000);
+  for (let i = 0; i < n; i++) {
+    expect(got[i]).toEqual(frame(i, Math.min(sizes(i), 4096)));
+    expect(peer.received[i]).toEqual(frame(i, sizes(i)));
+  }
+}
+
 /** The toolstack puts the vif's back-end directory back (after the back end removed it). */
 async function restoreBackDir(vif: Vif): Promise<void> {
   const xs = vif.dom0.xenstore;
@@ -51,15 +67,7 @@ describe("mirage-net-xen's front end against our Netback", () => {
     const mirage = await mirageFrontend(vif);
     const back = await serving;
     expect(back.connected).toBe(true);
-    const got: Uint8Array[] = [];
-    back.listen((f) => got.push(f.slice()));
-    for (let i = 0; i < 700; i++) mirage.send(frame(i, Math.min(sizes(i), 4096)));
-    for (let i = 0; i < 700; i++) await back.write(frame(i, sizes(i)));
-    await until(() => got.length === 700 && mirage.received.length === 700, 10_000);
-    for (let i = 0; i < 700; i++) {
-      expect(got[i]).toEqual(frame(i, Math.min(sizes(i), 4096)));
-      expect(mirage.received[i]).toEqual(frame(i, sizes(i)));
-    }
+    await exchange(back, mirage, 700);
     expect(back.stats()).toMatchObject({ rxErrors: 0, rxDrops: 0, txDrops: 0 });
     await mirage.close();
     await until(() => !back.connected);
@@ -77,15 +85,7 @@ describe("mirage-net-xen's back end against our Netfront", () => {
     const front = await connecting;
     expect(await vif.dom0.xenstore.read(`${vif.paths.frontPath}/event-channel-tx`)).toBeNull();
     expect(Number(await vif.dom0.xenstore.read(`${vif.paths.frontPath}/event-channel`))).toBeGreaterThan(0);
-    const got: Uint8Array[] = [];
-    front.listen((f) => got.push(f.slice()));
-    for (let i = 0; i < 700; i++) mirage.send(frame(i, Math.min(sizes(i), 4096)));
-    for (let i = 0; i < 700; i++) await front.write(frame(i, sizes(i)));
-    await until(() => got.length === 700 && mirage.received.length === 700, 10_000);
-    for (let i = 0; i < 700; i++) {
-      expect(got[i]).toEqual(frame(i, Math.min(sizes(i), 4096)));
-      expect(mirage.received[i]).toEqual(frame(i, sizes(i)));
-    }
+    await exchange(front, mirage, 700);
     expect(front.stats()).toMatchObject({ rxErrors: 0, rxDrops: 0, txDrops: 0, txErrors: 0 });
 
     // It closes and removes its directory; our Netfront ends the session and waits.

@@ -112,18 +112,24 @@ ln -s usr/lib64 "$r/lib64"
 ln -s ../run "$r/var/run"
 ln -s ../run/lock "$r/var/lock"
 
+# The helpers below fill the root at $root (dom0's first, then the domU's).
+root=$r
 # busybox, with every applet as a link in /bin or /sbin (never /usr/*: iproute2's ip lives there)
-cp /bin/busybox "$r/bin/busybox"
-for a in $(/bin/busybox --list-full); do
-  case $a in usr/*) a=${a#usr/} ;; esac
-  [ -e "$r/$a" ] || ln -s /bin/busybox "$r/$a"
-done
+add_busybox() {
+  cp /bin/busybox "$root/bin/busybox"
+  local a
+  for a in $(/bin/busybox --list-full); do
+    case $a in usr/*) a=${a#usr/} ;; esac
+    [ -e "$root/$a" ] || ln -s /bin/busybox "$root/$a"
+  done
+}
+add_busybox
 
 # copy a file and, for ELF executables, every library ldd resolves (merged /usr layout inside)
 copied=" "
 copy_file() { # $1 source, $2 destination in the image
-  mkdir -p "$(dirname "$r/$2")"
-  cp -L "$1" "$r/$2"
+  mkdir -p "$(dirname "$root/$2")"
+  cp -L "$1" "$root/$2"
 }
 copy_libs() {
   local lib
@@ -131,7 +137,7 @@ copy_libs() {
     case $copied in *" $lib "*) continue ;; esac
     copied="$copied$lib "
     local dest=${lib#/usr}; dest=usr$dest
-    [ -e "$r/$dest" ] || copy_file "$lib" "$dest"
+    [ -e "$root/$dest" ] || copy_file "$lib" "$dest"
   done
 }
 add_exe() { # $1 source, $2 destination
@@ -169,23 +175,29 @@ install -m 0755 "$here/vif-selfloop" "$r/etc/xen/scripts/vif-selfloop"
 # kernel modules, decompressed, with a modules.dep built by depmod (busybox modprobe reads it)
 mods=(xen-evtchn xen-gntdev xen-gntalloc xen-privcmd xenfs xen-netback xen-netfront bridge veth tun
       virtio_pci 9pnet_virtio 9p)
-order=()
-for m in "${mods[@]}"; do
-  while read -r kind path _; do
-    case $kind in
-      insmod)
-        rel=${path#/lib/modules/$kver/}
-        dest=lib/modules/$kver/${rel%.xz}
-        if [ ! -e "$r/$dest" ]; then
-          mkdir -p "$(dirname "$r/$dest")"
-          case $path in *.xz) xz -dc "$path" > "$r/$dest" ;; *) cp "$path" "$r/$dest" ;; esac
-          order+=("/$dest")
-        fi ;;
-      builtin) ;;
-      *) log "modprobe --show-depends $m: unexpected '$kind $path'"; exit 1 ;;
-    esac
-  done < <(modprobe -S "$kver" --show-depends "$m")
-done
+# add_modules NAME...: each module and its dependencies, decompressed, into $root; the paths
+# added, in load order, go to the array `order`.
+add_modules() {
+  order=()
+  local m kind path rel dest
+  for m in "$@"; do
+    while read -r kind path _; do
+      case $kind in
+        insmod)
+          rel=${path#/lib/modules/$kver/}
+          dest=lib/modules/$kver/${rel%.xz}
+          if [ ! -e "$root/$dest" ]; then
+            mkdir -p "$(dirname "$root/$dest")"
+            case $path in *.xz) xz -dc "$path" > "$root/$dest" ;; *) cp "$path" "$root/$dest" ;; esac
+            order+=("/$dest")
+          fi ;;
+        builtin) ;;
+        *) log "modprobe --show-depends $m: unexpected '$kind $path'"; exit 1 ;;
+      esac
+    done < <(modprobe -S "$kver" --show-depends "$m")
+  done
+}
+add_modules "${mods[@]}"
 cp "/lib/modules/$kver/modules.builtin" "/lib/modules/$kver/modules.builtin.modinfo" "/lib/modules/$kver/modules.order" "$r/lib/modules/$kver/" 2>/dev/null || true
 depmod -b "$r" "$kver"
 printf '%s\n' "${order[@]}" > "$r/etc/xen-rig-modules"   # load order, for insmod without modprobe
@@ -295,41 +307,17 @@ u=$work/domu
 mkdir -p "$u"/{bin,sbin,usr/bin,usr/sbin,usr/lib64,usr/lib/x86_64-linux-gnu,proc,sys,dev,run,tmp,etc}
 ln -s usr/lib "$u/lib"
 ln -s usr/lib64 "$u/lib64"
-cp /bin/busybox "$u/bin/busybox"
-for a in $(/bin/busybox --list-full); do
-  case $a in usr/*) a=${a#usr/} ;; esac
-  [ -e "$u/$a" ] || ln -s /bin/busybox "$u/$a"
-done
-domu_copied=" "
-domu_exe() { # $1 source, $2 destination, with the libraries ldd lists
-  mkdir -p "$(dirname "$u/$2")"
-  cp -L "$1" "$u/$2"
-  local lib
-  for lib in $(ldd "$1" 2>/dev/null | grep -oE '/[^ ]+\.so[^ ]*' | sort -u); do
-    case $domu_copied in *" $lib "*) continue ;; esac
-    domu_copied="$domu_copied$lib "
-    local dest=${lib#/usr}; dest=usr$dest
-    mkdir -p "$(dirname "$u/$dest")"
-    [ -e "$u/$dest" ] || cp -L "$lib" "$u/$dest"
-  done
-}
-for t in xenstore-read xenstore-write; do domu_exe "/usr/bin/$t" "usr/bin/$t"; done
-domu_exe /usr/sbin/ip usr/sbin/ip
-[ -e "$u/usr/lib64/ld-linux-x86-64.so.2" ] || cp -L /lib64/ld-linux-x86-64.so.2 "$u/usr/lib64/"
-domu_mods=()
-for m in xen-netfront; do
-  while read -r kind path _; do
-    [ "$kind" = insmod ] || continue
-    rel=${path#/lib/modules/$kver/}
-    dest=lib/modules/$kver/${rel%.xz}
-    if [ ! -e "$u/$dest" ]; then
-      mkdir -p "$(dirname "$u/$dest")"
-      case $path in *.xz) xz -dc "$path" > "$u/$dest" ;; *) cp "$path" "$u/$dest" ;; esac
-      domu_mods+=("/$dest")
-    fi
-  done < <(modprobe -S "$kver" --show-depends "$m")
-done
-printf '%s\n' "${domu_mods[@]}" > "$u/etc/modules-order"
+dom0_order=("${order[@]}")
+root=$u
+copied=" "
+add_busybox
+for t in xenstore-read xenstore-write; do add_exe "/usr/bin/$t" "usr/bin/$t"; done
+add_exe /usr/sbin/ip usr/sbin/ip
+[ -e "$u/usr/lib64/ld-linux-x86-64.so.2" ] || copy_file /lib64/ld-linux-x86-64.so.2 usr/lib64/ld-linux-x86-64.so.2
+add_modules xen-netfront
+printf '%s\n' "${order[@]}" > "$u/etc/modules-order"
+root=$r
+order=("${dom0_order[@]}")
 install -m 0755 "$here/domu-init" "$u/init"
 mkdir -p "$r/boot/xen-rig"
 cp "$bz" "$r/boot/xen-rig/vmlinuz"
