@@ -2,7 +2,7 @@
 import { describe, expect, test } from "bun:test";
 import { HandshakeError, PlatformError } from "../src/main/index.ts";
 import { simVif } from "./helpers/vif.ts";
-import { until } from "./helpers/until.ts";
+import { until, hasSettled } from "./helpers/until.ts";
 
 
 describe("faults", () => {
@@ -118,7 +118,9 @@ describe("the back end restarts", () => {
     for (let i = 0; i < 10; i++) await front.write(new Uint8Array(100).fill(i));
     await until(() => first.length === 10);
     await back.disconnect(); // the back end goes away (a driver domain restarting, say)
-    expect(front.connected).toBe(true);
+    // Not connected while no back end serves the vif, but not closed: it waits for one.
+    await until(() => !front.connected);
+    expect(await hasSettled(front.closed)).toBe(false);
     // Written while there is no back end: they wait, they are not lost.
     const outage = Array.from({ length: 500 }, (_, i) => front.write(new Uint8Array(200).fill((i + 10) & 0xff)));
     await Bun.sleep(50);
@@ -196,7 +198,8 @@ describe("the back end's driver domain is destroyed", () => {
     // The front end notices, ends its session and can end access to every page: the dead
     // domain's mappings went with it.
     await until(() => hv.leaks([guest]).length === 0);
-    expect(front.connected).toBe(true); // waiting for a back end to come back
+    expect(front.connected).toBe(false); // waiting for a back end to come back, not closed
+    expect(await hasSettled(front.closed)).toBe(false);
     expect(await dom0.xenstore.read(`${paths.frontPath}/state`)).not.toBe("4");
     const t0 = performance.now();
     await front.disconnect();
@@ -218,7 +221,8 @@ describe("the front end restarts (a guest reboots)", () => {
     await back.write(new Uint8Array(60).fill(1));
     await until(() => got1.length === 1);
     await front1.disconnect();
-    expect(back.connected).toBe(true);
+    await until(() => !back.connected);
+    expect(await hasSettled(back.closed)).toBe(false);
     await until(async () => (await vif.dom0.xenstore.read(`${vif.paths.backPath}/state`)) === "2"); // InitWait again
     // Written with no front end: waits for the next one.
     const waiting = [2, 3, 4].map((i) => back.write(new Uint8Array(60).fill(i)));

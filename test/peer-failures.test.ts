@@ -6,7 +6,7 @@
 import { describe, expect, test } from "bun:test";
 import { HandshakeError, NetError } from "../src/main/index.ts";
 import { scriptedBackend, scriptedFrontend } from "./helpers/scripted-peers.ts";
-import { until } from "./helpers/until.ts";
+import { until, hasSettled } from "./helpers/until.ts";
 import { simVif } from "./helpers/vif.ts";
 
 type Vif = Awaited<ReturnType<typeof simVif>>;
@@ -36,7 +36,9 @@ describe("a back end that breaks a ring", () => {
       if (ring === "rx") be.notifyRx();
       else be.notifyTx();
       await until(async () => (await state(vif, "front")) === "5");
-      expect(front.connected).toBe(true); // the session ended, not the device
+      // The session ended, not the device: not connected, not closed.
+      expect(front.connected).toBe(false);
+      expect(await hasSettled(front.closed)).toBe(false);
       // Written while there is no good back end: they wait for the next one.
       const outage = [1, 2, 3].map((i) => front.write(new Uint8Array(60).fill(i)));
       // The broken back end goes away; a good one serves the vif.

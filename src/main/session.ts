@@ -239,6 +239,14 @@ export abstract class SessionDevice<S extends Session> extends NetDevice {
     return this.session.sendMax;
   }
 
+  /**
+   * Connected to a peer now: not closed, no session change in progress, and the peer's end of
+   * this session Connected (false while the peer is gone and we wait to reconnect).
+   */
+  override get connected(): boolean {
+    return super.connected && this.closing === null && this.reconnecting === null && this.sendGateOpen;
+  }
+
   /** The vif's MTU (Ethernet payload), as negotiated for the current session. */
   get mtu(): number {
     return this.session.mtu;

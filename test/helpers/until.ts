@@ -6,3 +6,10 @@ export async function until(cond: () => boolean | Promise<boolean>, ms = 5000): 
     await Bun.sleep(2);
   }
 }
+
+/** Whether `p` has settled already (looked at after pending reactions have run). */
+export async function hasSettled(p: Promise<unknown>): Promise<boolean> {
+  const pending = Symbol("pending");
+  const r = await Promise.race([p.then(() => true, () => true), Bun.sleep(0).then(() => pending)]);
+  return r !== pending;
+}
