@@ -2,7 +2,7 @@
 import { describe, expect, test } from "bun:test";
 import pino from "pino";
 import { Writable } from "node:stream";
-import { NetError } from "../src/main/index.ts";
+import { NetError, type Netback, type Netfront } from "../src/main/index.ts";
 import type { EventChannels } from "../src/platform/types.ts";
 import { Control, createControlState } from "../src/workers/control.ts";
 import { runRole } from "../src/workers/role-loop.ts";
@@ -416,4 +416,29 @@ describe("tryWrite and writable", () => {
       expect(got).toEqual(Array.from({ length: queued }, (_, i) => i & 0xff));
     });
   }, 30_000); // ~90 ms alone; once over 5 s on this 2-core machine while another suite ran
+});
+
+describe("await using", () => {
+  test("a Netfront and a Netback declared with `await using` are disconnected when their scope ends, nothing left behind", async () => {
+    const vif = await simVif();
+    let front: Netfront | null = null;
+    let back: Netback | null = null;
+    {
+      const [b0, f0] = await Promise.all([vif.serve({ reconnect: false }), vif.connect({ reconnect: false })]);
+      await using b = b0;
+      await using f = f0;
+      [front, back] = [f, b];
+      let got = 0;
+      b.listen(() => got++);
+      await f.write(new Uint8Array(100));
+      await until(() => got === 1);
+    }
+    expect([front!.connected, back!.connected]).toEqual([false, false]);
+    expect((await front!.closed).code).toBe("DISCONNECTED");
+    expect(await vif.dom0.xenstore.read(`${vif.paths.frontPath}/state`)).toBe("6");
+    expect(vif.hv.leaks()).toEqual([]);
+    vif.frontPlatform.close();
+    vif.backPlatform.close();
+    vif.dom0.close();
+  });
 });

@@ -252,6 +252,14 @@ export abstract class SessionDevice<S extends Session> extends NetDevice {
     return this.session.mtu;
   }
 
+  /** Close the device for good, delivering what was written first (see the subclasses). */
+  abstract disconnect(): Promise<void>;
+
+  /** `await using dev = await Netfront.connect(...)`: disconnected when the scope ends. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.disconnect();
+  }
+
   /** Sessions opened after the first one (peer restarts survived). */
   get reconnectCount(): number {
     return this.reconnects;

@@ -87,6 +87,11 @@ export class VifServer implements AsyncIterable<VifEvent> {
   }
 
   /** Stop watching, and disconnect every vif served (each within its timeoutMs). */
+  /** `await using server = await Netback.serveAll(...)`: closed when the scope ends. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
   close(): Promise<void> {
     this.closing ??= (async () => {
       this.watch?.unwatch();
