@@ -213,12 +213,11 @@ async function openSession(ctx: DeviceContext): Promise<BackSession> {
   const warm = ctx.pool.prewarm();
   try {
     const info = await awaitFrontend(xs, backPath, { timeoutMs: ctx.handshakeMs, signal: ctx.handshakeSignal });
-    // We send on the front end's RX ring, where each fragment carries its own size: with its
-    // scatter-gather a 64 KiB payload plus its header, without it one slot, and the MTU at
-    // most 1500 (as Linux netback; also when we do not offer scatter-gather). We receive TX
-    // packets, whose size field is a u16 (several slots even when we did not offer them: a
-    // well-formed packet is taken, as Linux takes it).
-    // Told not to use scatter-gather, we send one slot per packet too (as QEMU's back end).
+    // We send on the front end's RX ring, where each fragment carries its own size: when both
+    // ends do scatter-gather (it offers it, we were not told not to), a 64 KiB payload plus
+    // its header; otherwise one slot per packet (as QEMU's back end) and the MTU at most 1500,
+    // as Linux netback caps it. We receive TX packets, whose size field is a u16 (several
+    // slots even when we did not offer them: a well-formed packet is taken, as Linux takes it).
     const sg = info.features.sg && ctx.scatterGather;
     const mtu = sg ? info.mtu : Math.min(info.mtu, ETH_DATA_LEN);
     const sendMax = sg ? MAX_PACKET_SIZE + ETH_HLEN : mtu + ETH_HLEN;

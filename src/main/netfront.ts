@@ -219,13 +219,12 @@ async function openSession(ctx: DeviceContext): Promise<FrontSession> {
     const info = await awaitBackend(xs, frontPath, { timeoutMs: ctx.handshakeMs, signal: ctx.handshakeSignal });
     const be = info.backendId;
     // A TX request's size is a u16 (XEN_NETIF_MAX_TX_SIZE), so we send at most 65535 bytes.
-    // Without the back end's scatter-gather we send one slot per packet, and the MTU is at
-    // most 1500, as Linux netfront caps it (also when we do not offer it). RX responses size
-    // each fragment on their own: with our scatter-gather we accept a 64 KiB payload plus its
-    // header, without it one slot (a page, as Linux netfront checks it).
+    // Unless both ends do scatter-gather (the back end offers it, we were not told not to),
+    // we send one slot per packet and the MTU is at most 1500, as Linux netfront caps it. RX
+    // responses size each fragment on their own: with our scatter-gather we accept a 64 KiB
+    // payload plus its header, without it one slot (a page, as Linux netfront checks it).
     const sg = info.features.sg && ctx.scatterGather;
     const mtu = sg ? info.mtu : Math.min(info.mtu, ETH_DATA_LEN);
-    // Told not to use scatter-gather, we send one slot per packet too.
     const sendMax = sg ? MAX_PACKET_SIZE : mtu + ETH_HLEN;
     const recvMax = ctx.scatterGather ? MAX_PACKET_SIZE + ETH_HLEN : GRANT_PAGE_SIZE;
     // One channel per ring only if the back end offers it and we were not told otherwise.
@@ -237,7 +236,7 @@ async function openSession(ctx: DeviceContext): Promise<FrontSession> {
       } catch (e) {
         if (!(e instanceof PlatformError) || e.code !== "ENOSPC") throw e;
         const grants = queues * (2 + 2 * pages);
-        throw new PlatformError("ENOSPC", e.op, `${e.message}. This vif needs ${grants} grants (${queues} queue(s) of 2 rings and 2 × ${pages} data pages): lower dataPages or queues, or raise the domain's limit (Linux: xen-gntalloc's limit parameter, default 1024)`);
+        throw new PlatformError("ENOSPC", e.op, `${e.detail}. This vif needs ${grants} grants (${queues} queue(s) of 2 rings and 2 × ${pages} data pages): lower dataPages or queues, or raise the domain's limit (Linux: xen-gntalloc's limit parameter, default 1024)`);
       }
       // Access ends once the back end lets go of the pages, never before: they are not reused under it.
       res.add("unshare pages", () => platform.gnttab.unshare(s, { defer: true }));

@@ -75,6 +75,9 @@ export interface RoleRequest {
   events: RingWorkerEvents;
 }
 
+/** Where a role on some worker is woken (RingWorkerInit.partner). */
+type WakeAddress = NonNullable<RingWorkerInit["partner"]>;
+
 /** The second ring of a queue whose two rings share one port: it binds nothing. */
 export type SharedRoleRequest = Omit<RoleRequest, "bindPort" | "peerPort">;
 
@@ -114,7 +117,7 @@ export class PoolThread {
   }
 
   /** Where another worker wakes one of our roles: our WakeBits and our waiter. */
-  wakeAddress(slot: number): NonNullable<RingWorkerInit["partner"]> {
+  wakeAddress(slot: number): WakeAddress {
     return { bits: this.pending.state, index: slot, waiter: this.waiter.descriptor };
   }
 
@@ -199,11 +202,7 @@ export class PoolThread {
       if (closed) return;
       closed = true;
       this.commands.close();
-      try {
-        this.waiter.close();
-      } catch {
-        // As in died().
-      }
+      closeQuietly(this.waiter);
     };
     try {
       this.waiter.kick();
@@ -325,7 +324,7 @@ export class RingPool {
     return near !== undefined && !near.dead && near.kind === req.ring ? near : this.place(req.ring);
   }
 
-  private async startOwner(req: RoleRequest, thread: PoolThread, partner: RingWorkerInit["partner"] & object | null): Promise<RoleHandle> {
+  private async startOwner(req: RoleRequest, thread: PoolThread, partner: WakeAddress | null): Promise<RoleHandle> {
     const slot = thread.allocSlot();
     const evtchn = thread.viewFor(req.platform);
     let port: Port;
@@ -395,13 +394,7 @@ export class RingPool {
     this.idleTimer = null;
     if (this.roles > 0 || this.holds > 0) return;
     for (const kind of ["tx", "rx"] as const) for (const t of this.threads[kind].splice(0)) t.stop();
-    for (const w of this.retired.splice(0)) {
-      try {
-        w.close();
-      } catch {
-        // Closed with its machine (a simulated hypervisor gone): nothing left to release.
-      }
-    }
+    for (const w of this.retired.splice(0)) closeQuietly(w);
     this.home?.close();
     this.home = null;
     RingPool.pools.delete(this.key);
@@ -413,6 +406,15 @@ export class RingPool {
     if (i >= 0) list.splice(i, 1);
     this.roles -= t.roles.size;
     this.maybeIdle();
+  }
+}
+
+/** Close a worker's waiter; one closed with its machine (a simulated hypervisor gone) has nothing left to release. */
+function closeQuietly(w: EventWaiter): void {
+  try {
+    w.close();
+  } catch {
+    // Closed already.
   }
 }
 

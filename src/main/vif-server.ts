@@ -86,12 +86,12 @@ export class VifServer implements AsyncIterable<VifEvent> {
     };
   }
 
-  /** Stop watching, and disconnect every vif served (each within its timeoutMs). */
   /** `await using server = await Netback.serveAll(...)`: closed when the scope ends. */
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
   }
 
+  /** Stop watching, and disconnect every vif served (each within its timeoutMs). */
   close(): Promise<void> {
     this.closing ??= (async () => {
       this.watch?.unwatch();

@@ -35,7 +35,8 @@ export class PlatformError extends Error {
     readonly code: PlatformErrorCode,
     /** e.g. `gnttab.map`, `evtchn.notify`, `xenstore.write`. */
     readonly op: string,
-    detail: string,
+    /** What went wrong, without the op and code the message starts with. */
+    readonly detail: string,
   ) {
     super(`${op}: ${code}: ${detail}`);
   }

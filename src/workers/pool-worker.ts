@@ -88,6 +88,8 @@ export class PoolWorker {
   private timed: number[] = [];
   private timedAt = Infinity;
   private passes = 0;
+  /** The main thread said exit: the loop ends after this pass. */
+  private exiting = false;
   private idleLimit = SPIN_POLLS;
   private readonly open = platformOpener();
 
@@ -104,8 +106,6 @@ export class PoolWorker {
   run(): void {
     while (!this.exiting) this.step(MAX_SLEEP_MS);
   }
-
-  private exiting = false;
 
   /** One pass: take kicks and events, poll the active roles, or sleep (at most `sleepMs`). */
   step(sleepMs: number): void {
