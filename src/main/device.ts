@@ -16,6 +16,7 @@ import { FrameWriter } from "./frame-writer.ts";
 import type { RoleHandle } from "./role-handle.ts";
 import { FrameQueue, type FrameQueueState } from "../workers/frame-queue.ts";
 import { describeThrown } from "./thrown.ts";
+import { startCapture, type Capture, type CaptureOptions, type CaptureSink, type CaptureTap } from "./capture.ts";
 
 /** Checksum state of a frame, as the netif flags carry it. */
 export interface FrameInfo {
@@ -103,6 +104,9 @@ export abstract class NetDevice {
   private readonly fillPending = (dst: Uint8Array, off: number): void => {
     dst.set(this.pending!, off);
   };
+  /** The captures running on this device (capture.ts); null when none: then the data path's only cost. */
+  private tap: CaptureTap | null = null;
+  private readonly tapSlot = { get: () => this.tap, set: (t: CaptureTap | null) => void (this.tap = t) };
   private readonly iterators = new Set<FrameBuffer>();
   private baseline: NetStats = zeroStats();
   /** Set once the device can no longer send or receive. */
@@ -158,7 +162,7 @@ export abstract class NetDevice {
   /** Send one frame (copied before the promise settles; the buffer may be reused at once). */
   write(frame: Uint8Array, opts?: WriteOptions): Promise<void> {
     if (!(frame instanceof Uint8Array)) return Promise.reject(new NetError("BAD_ARGUMENT", "write takes a Uint8Array"));
-    return this.writerFor(frame).write(frame.byteLength, this.sendFlags.encode(opts), (dst, off) => dst.set(frame, off));
+    return this.writerFor(frame).write(frame.byteLength, this.sendFlags.encode(opts), this.tapTx((dst, off) => dst.set(frame, off), frame.byteLength));
   }
 
   /**
@@ -169,7 +173,7 @@ export abstract class NetDevice {
     if (!(frame instanceof Uint8Array)) throw new NetError("BAD_ARGUMENT", "tryWrite takes a Uint8Array");
     this.pending = frame;
     try {
-      return this.writerFor(frame).offer(frame.byteLength, this.sendFlags.encode(opts), this.fillPending);
+      return this.writerFor(frame).offer(frame.byteLength, this.sendFlags.encode(opts), this.tap === null ? this.fillPending : this.tap.tx(this.fillPending, frame.byteLength));
     } finally {
       this.pending = null;
     }
@@ -193,12 +197,12 @@ export abstract class NetDevice {
     const len = parts.reduce((n, p) => n + p.byteLength, 0);
     // The flow is in the headers: the first part that holds 64 bytes, or a joined copy.
     const head = parts[0] !== undefined && parts[0].byteLength >= Math.min(64, len) ? parts[0] : joined(parts, Math.min(64, len));
-    return this.writerFor(head).write(len, this.sendFlags.encode(opts), (dst, off) => {
+    return this.writerFor(head).write(len, this.sendFlags.encode(opts), this.tapTx((dst, off) => {
       for (const p of parts) {
         dst.set(p, off);
         off += p.byteLength;
       }
-    });
+    }, len));
   }
 
   /**
@@ -210,11 +214,11 @@ export abstract class NetDevice {
     if (typeof fill !== "function") return Promise.reject(new NetError("BAD_ARGUMENT", "writeWith takes a fill callback"));
     const meta = this.sendFlags.encode(opts);
     if (this.senders.length <= 1) {
-      return this.writers[0]!.write(len, meta, (dst, off) => {
+      return this.writers[0]!.write(len, meta, this.tapTx((dst, off) => {
         const view = dst.subarray(off, off + len);
         view.fill(0);
         fill(view);
-      });
+      }, len));
     }
     // Several queues: the queue depends on what `fill` writes, so it writes into scratch first.
     try {
@@ -223,10 +227,23 @@ export abstract class NetDevice {
       const view = this.scratch.subarray(0, len);
       view.fill(0);
       fill(view);
-      return this.writerFor(view).write(len, meta, (dst, off) => dst.set(view, off));
+      return this.writerFor(view).write(len, meta, this.tapTx((dst, off) => dst.set(view, off), len));
     } catch (e) {
       return Promise.reject(e);
     }
+  }
+
+  /**
+   * Capture this device's frames as pcap (see capture.ts): sent ones when a write queues them,
+   * received ones when they are delivered. Resolves once the sink is open.
+   */
+  capture(sink: CaptureSink, opts?: CaptureOptions): Promise<Capture> {
+    return startCapture(this.tapSlot, sink, opts);
+  }
+
+  /** The fill as given, or followed by a copy to the captures when any runs. */
+  private tapTx(fill: (dst: Uint8Array, off: number) => void, len: number): (dst: Uint8Array, off: number) => void {
+    return this.tap === null ? fill : this.tap.tx(fill, len);
   }
 
   /**
@@ -306,6 +323,7 @@ export abstract class NetDevice {
   private listenerErrorsUnlogged = 0;
 
   private deliver(frame: Uint8Array, meta: number): void {
+    if (this.tap !== null) this.tap.rx(frame);
     const info = this.recvFlags.decode(meta);
     const listeners = this.listenerList;
     for (let i = 0; i < listeners.length; i++) {

@@ -13,3 +13,5 @@ export { openPlatform } from "../platform/open.ts";
 export { PlatformError, type Platform } from "../platform/types.ts";
 export { ProtocolError } from "../protocol/errors.ts";
 export { formatMac, parseMac } from "../protocol/xenbus.ts";
+export type { ByteSink, Capture, CaptureDirection, CaptureOptions, CaptureSink, CaptureStats } from "./capture.ts";
+export { encodePcapFileHeader, encodePcapRecord, decodePcapFile, LINKTYPE_ETHERNET, PCAP_MAGIC_MICROS } from "./pcap.ts";
