@@ -4,6 +4,10 @@
  * answered in the same slots, the first response flagged with the checksum bits, all but the
  * last with more_data. A frame waits in the queue until enough buffers are posted: the guest
  * controls its receive rate, and we lose nothing meanwhile.
+ *
+ * Frames go in batches (copy-batch.ts): the queue's cursor takes up to 64 frames while buffers
+ * last, their copies go to the hypervisor in one call, and each frame is then settled by its
+ * own statuses; the frames taken are given back to the queue with one store.
  */
 import {
   BackRing,
@@ -21,18 +25,29 @@ import {
   type RxResponse,
   ProtocolError,
 } from "../protocol/index.ts";
-import { GNTST, pageViews, type CopySegment, type GrantTable } from "../platform/types.ts";
+import { pageViews, type GrantTable } from "../platform/types.ts";
 import { Control, Counter } from "./control.ts";
+import { COPY_BATCH_PACKETS, CopyBatch } from "./copy-batch.ts";
 import { FrameQueue } from "./frame-queue.ts";
-import { dropOversize, dropPacket, PUBLISH_EVERY, queueBell, type PeerNotifier, type QueueBell, type RingRole, type RingWorkerInit } from "./role.ts";
+import { countOversize, dropPacket, queueBell, type PeerNotifier, type QueueBell, type RingRole, type RingWorkerInit } from "./role.ts";
 
 export class BackRx implements RingRole {
   private readonly ring: BackRing;
   private readonly bell: QueueBell;
   private readonly req: RxRequest = { id: 0, gref: 0 };
   private readonly rsp: RxResponse = { id: 0, offset: 0, flags: 0, status: 0 };
-  /** Reused copy segments, one per possible fragment; segsFor[n] holds the first n. */
-  private readonly segsFor: CopySegment[][];
+  /** The batch's copy segments: from the queue into the front end's posted buffers. */
+  private readonly copies: CopyBatch;
+  /** The batch's frames, in ring order: the first response slot, slots used, first segment. */
+  private n = 0;
+  private readonly first = new Uint32Array(COPY_BATCH_PACKETS);
+  private readonly slots = new Uint8Array(COPY_BATCH_PACKETS);
+  private readonly seg0 = new Uint16Array(COPY_BATCH_PACKETS);
+  private readonly len = new Uint32Array(COPY_BATCH_PACKETS);
+  /** The batch stopped with nothing more to take now: the queue is empty, or the buffers ran out. */
+  private stopped = false;
+  /** The front end's ring broke while gathering (RING_OVERFLOW): thrown once the batch before it is settled. */
+  private fatal: unknown = null;
   /** Buffers the queued frame needs, when the guest has posted fewer; else 0. */
   private needSlots = 0;
   /** Frames answered on the ring since the last push: settled once the push is done. */
@@ -58,72 +73,124 @@ export class BackRx implements RingRole {
     this.maxFrame = Math.min(init.maxFrame, q.maxRecord);
     this.pollMs = init.pollMs ?? 0;
     this.blankOk = init.peerCsumOffload ?? { ipv4: true, ipv6: true };
-    const maxSlots = rxSlotsFor(this.maxFrame);
-    const segs: CopySegment[] = Array.from({ length: maxSlots }, () => ({
-      source: { buf: q.data, offset: 0 },
-      dest: { domid: init.peer, ref: 0, offset: 0 },
-      len: 0,
-    }));
-    this.segsFor = segs.map((_, n) => segs.slice(0, n)).concat([segs]);
+    this.copies = new CopyBatch(() => ({ source: { buf: q.data, offset: 0 }, dest: { domid: init.peer, ref: 0, offset: 0 }, len: 0 }));
+    // A role before us on this queue object may have stopped in the middle of a batch: what
+    // it took and never gave back is still queued, and read again from the head.
+    q.rewind();
   }
 
   poll(): boolean {
+    let moved = false;
+    for (;;) {
+      const taken = this.gather();
+      this.settle();
+      if (taken > 0) {
+        moved = true;
+        this.publish();
+      }
+      if (this.fatal !== null) {
+        const e = this.fatal;
+        this.fatal = null;
+        throw e;
+      }
+      if (this.stopped || taken === 0) break;
+    }
+    return moved;
+  }
+
+  /**
+   * Take up to a batch of frames from the queue while the front end has posted buffers for
+   * them: each frame's copy segments go to the batch and its response slots are written (not
+   * pushed: the statuses are final once the copy is done). Frames too large for this session
+   * are taken and counted. Returns the records taken.
+   */
+  private gather(): number {
     const r = this.ring;
     const q = this.q;
-    let packets = 0;
-    let dropped = 0;
-    for (;;) {
-      const off = q.peek();
-      if (off < 0) break;
+    const copies = this.copies;
+    let taken = 0;
+    this.n = 0;
+    this.stopped = false;
+    while (taken < COPY_BATCH_PACKETS) {
+      const off = q.next();
+      if (off < 0) {
+        this.stopped = true;
+        break;
+      }
       const len = q.recordLength(off);
       if (len > this.maxFrame) {
-        dropOversize(q, off, this.ctl);
-        dropped++;
+        q.take(off);
+        countOversize(this.ctl);
+        taken++;
         continue;
       }
       const slots = rxSlotsFor(len);
-      if (r.unconsumedRequests() < slots) {
-        this.needSlots = slots;
+      let posted: number;
+      try {
+        posted = r.unconsumedRequests();
+      } catch (e) {
+        // A broken ring (req_prod beyond it): the frames gathered before go out first.
+        this.fatal = e;
         break;
       }
+      if (posted < slots) {
+        this.needSlots = slots;
+        this.stopped = true;
+        break;
+      }
+      if (!copies.fits(slots)) break;
       const meta = this.checksumFlags(off, len);
-      const first = r.rspProdPvt;
-      const segs = this.segsFor[slots]!;
-      for (let i = 0, pos = 0; i < slots; i++, pos += GRANT_PAGE_SIZE) {
+      const i = this.n++;
+      this.first[i] = r.rspProdPvt;
+      this.slots[i] = slots;
+      this.seg0[i] = copies.count;
+      this.len[i] = len;
+      for (let k = 0, pos = 0; k < slots; k++, pos += GRANT_PAGE_SIZE) {
         decodeRxRequest(r.view, r.slotOffset(r.reqCons), this.req);
         r.reqCons = (r.reqCons + 1) >>> 0;
-        const s = segs[i]!;
+        const s = copies.add();
         (s.source as { buf: Uint8Array; offset: number }).offset = off + pos;
-        const dst = s.dest as { domid: number; ref: number; offset: number };
-        dst.ref = this.req.gref;
+        (s.dest as { domid: number; ref: number; offset: number }).ref = this.req.gref;
         s.len = Math.min(GRANT_PAGE_SIZE, len - pos);
         // Remember the id in the response slot now; the status is known after the copy.
         this.rsp.id = this.req.id;
         this.rsp.offset = 0;
-        this.rsp.flags = (i === 0 ? meta : 0) | (i < slots - 1 ? NETRXF.moreData : 0);
+        this.rsp.flags = (k === 0 ? meta : 0) | (k < slots - 1 ? NETRXF.moreData : 0);
         this.rsp.status = s.len;
         encodeRxResponse(r.view, r.slotOffset(r.rspProdPvt), this.rsp);
         r.rspProdPvt = (r.rspProdPvt + 1) >>> 0;
       }
-      this.gnttab.copy(segs);
-      let failed = -1;
-      for (let i = 0; i < slots && failed < 0; i++) if (segs[i]!.status !== GNTST.okay) failed = i;
+      q.take(off);
+      taken++;
+    }
+    return taken;
+  }
+
+  /** One copy call for the batch, then each frame by its own statuses; the records go back to the queue. */
+  private settle(): void {
+    const r = this.ring;
+    const copies = this.copies;
+    copies.run(this.gnttab);
+    for (let i = 0; i < this.n; i++) {
+      const slots = this.slots[i]!;
+      const failed = copies.firstFailed(this.seg0[i]!, slots);
       if (failed >= 0) {
         // The guest posted a buffer we cannot write: every slot of this frame says ERROR,
         // so the front end drops the frame whole.
-        for (let i = 0; i < slots; i++) r.view.setInt16(r.slotOffset(first + i) + RX_RESPONSE.status, NETIF_RSP.error, true);
-        const ref = (segs[failed]!.dest as { ref: number }).ref;
-        dropPacket(this.ctl, this.onError, new ProtocolError("BAD_GREF", `rx_request.gref`, ref, `grant copy to the front end failed with GNTST ${segs[failed]!.status}`));
+        const first = this.first[i]!;
+        for (let k = 0; k < slots; k++) r.view.setInt16(r.slotOffset(first + k) + RX_RESPONSE.status, NETIF_RSP.error, true);
+        const s = copies.segment(failed);
+        const ref = (s.dest as { ref: number }).ref;
+        dropPacket(this.ctl, this.onError, new ProtocolError("BAD_GREF", `rx_request.gref`, ref, `grant copy to the front end failed with GNTST ${s.status}`));
       } else {
         this.ctl.add(Counter.packets, 1);
-        this.ctl.add(Counter.bytes, len);
+        this.ctl.add(Counter.bytes, this.len[i]!);
       }
-      q.release(off);
-      this.unpushed++;
-      if (++packets % PUBLISH_EVERY === 0) this.publish();
     }
-    if (packets > 0 || dropped > 0) this.publish();
-    return packets > 0 || dropped > 0;
+    this.unpushed += this.n;
+    copies.clear();
+    // After the copies have read the records: the main thread may write over them now.
+    this.q.releaseTaken();
   }
 
   /**

@@ -3,6 +3,11 @@
  * fragments straight into the main thread's queue, answer every slot (OKAY, or ERROR for a
  * dropped packet, NULL for an extra-info slot). A packet that breaks the ring's framing is
  * fatal: the worker stops and the device reports the peer broken, as Linux netback does.
+ *
+ * Packets go in batches (copy-batch.ts): up to 64 are parsed, each reserved in the queue, and
+ * all their fragments copied with one hypervisor call; then each packet is settled in ring
+ * order by its own statuses (a record, or a hole in the queue and ERROR answers), and the
+ * batch is published at once.
  */
 import {
   BackRing,
@@ -17,11 +22,12 @@ import {
   type TxResponse,
   DEFAULT_TX_LIMITS,
 } from "../protocol/index.ts";
-import { GNTST, pageViews, type CopySegment, type GrantTable } from "../platform/types.ts";
+import { pageViews, type GrantTable } from "../platform/types.ts";
 import { Control, Counter } from "./control.ts";
 import { FrameQueue } from "./frame-queue.ts";
+import { COPY_BATCH_PACKETS, CopyBatch } from "./copy-batch.ts";
 import { packMeta } from "./frame-meta.ts";
-import { dropPacket, PUBLISH_EVERY, QueueFull, queueBell, type PeerNotifier, type QueueBell, type RingRole, type RingWorkerInit } from "./role.ts";
+import { dropPacket, QueueFull, queueBell, type PeerNotifier, type QueueBell, type RingRole, type RingWorkerInit } from "./role.ts";
 
 /** A fatal peer error: the worker stops on it. */
 export class PeerBroken extends Error {
@@ -36,12 +42,30 @@ export class BackTx implements RingRole {
   private readonly bell: QueueBell;
   private readonly limits: TxLimits;
   private readonly rsp: TxResponse = { id: 0, status: 0 };
-  /** Reused copy segments, one per possible fragment; segsFor[n] holds the first n. */
-  private readonly segsFor: CopySegment[][];
-  /** Where one-request packets are parsed, and the ids of the packet being answered. */
+  /** Where one-request packets are parsed (valid until the next parse: fragments go to the batch at once). */
   private readonly pkt = scratchTxPacket();
-  private readonly ids: number[] = [];
   private readonly full: QueueFull;
+  /** The batch's copy segments: from the front end's grants into the queue. */
+  private readonly copies: CopyBatch;
+  /**
+   * The batch's packets, in ring order. off: the queue reservation, or -1 for a packet the
+   * parse dropped (err says why); seg0/segs: its copy segments; id0/ids: its data request ids
+   * in `idList`; extras: its extra-info slots (answered NULL).
+   */
+  private n = 0;
+  private readonly off = new Int32Array(COPY_BATCH_PACKETS);
+  private readonly size = new Uint32Array(COPY_BATCH_PACKETS);
+  private readonly meta = new Uint32Array(COPY_BATCH_PACKETS);
+  private readonly seg0 = new Uint16Array(COPY_BATCH_PACKETS);
+  private readonly segs = new Uint16Array(COPY_BATCH_PACKETS);
+  private readonly id0 = new Uint16Array(COPY_BATCH_PACKETS);
+  private readonly ids = new Uint16Array(COPY_BATCH_PACKETS);
+  private readonly extras = new Uint16Array(COPY_BATCH_PACKETS);
+  private readonly err: (ProtocolError | null)[] = new Array<ProtocolError | null>(COPY_BATCH_PACKETS).fill(null);
+  /** Every data request id of the batch (a packet has at most fatalSlots of them). */
+  private readonly idList: Uint16Array;
+  /** A packet that broke the ring's framing, met while gathering: thrown once the batch before it is settled. */
+  private fatal: ProtocolError | null = null;
 
   constructor(
     init: RingWorkerInit,
@@ -56,56 +80,132 @@ export class BackTx implements RingRole {
     this.ring.attach();
     this.full = new QueueFull(q);
     this.limits = { ...DEFAULT_TX_LIMITS, maxPacketSize: Math.min(init.maxFrame, q.maxRecord, DEFAULT_TX_LIMITS.maxPacketSize) };
-    const segs: CopySegment[] = Array.from({ length: this.limits.fatalSlots }, () => ({
-      source: { domid: init.peer, ref: 0, offset: 0 },
-      dest: { buf: q.data, offset: 0 },
-      len: 0,
-    }));
-    this.segsFor = segs.map((_, n) => segs.slice(0, n)).concat([segs]);
+    this.idList = new Uint16Array(COPY_BATCH_PACKETS * this.limits.fatalSlots);
+    this.copies = new CopyBatch(() => ({ source: { domid: init.peer, ref: 0, offset: 0 }, dest: { buf: q.data, offset: 0 }, len: 0 }));
   }
 
   poll(): boolean {
+    let avail = this.ring.unconsumedRequests();
+    if (avail === 0) return false;
+    let moved = false;
+    while (avail > 0) {
+      avail -= this.gather(avail);
+      const n = this.n;
+      this.settle();
+      if (n > 0) {
+        moved = true;
+        this.publish();
+      }
+      if (this.fatal !== null) {
+        const e = this.fatal;
+        this.fatal = null;
+        throw new PeerBroken(e);
+      }
+      // Blocked on a full queue (or nothing gathered): the rest waits on the ring.
+      if (this.full.blocked || n === 0) break;
+    }
+    return moved;
+  }
+
+  /**
+   * Parse up to a batch of packets from `avail` published requests, reserving each valid
+   * one in the queue and adding its fragments to the copy batch; the slots consumed. Stops
+   * early at a full queue, a packet whose segments would not fit the batch (the next batch
+   * takes it), or a fatal packet (left on the ring, recorded in `fatal`).
+   */
+  private gather(avail: number): number {
     const r = this.ring;
     const q = this.q;
-    let avail = r.unconsumedRequests();
-    if (avail === 0) return false;
-    let packets = 0;
-    while (avail > 0) {
-      const p = parseTxPacket(r, r.reqCons, avail, this.limits, this.pkt);
+    const copies = this.copies;
+    let used = 0;
+    let idn = 0;
+    this.n = 0;
+    while (used < avail && this.n < COPY_BATCH_PACKETS) {
+      const p = parseTxPacket(r, r.reqCons, avail - used, this.limits, this.pkt);
+      const i = this.n;
+      this.id0[i] = idn;
       if (isTxParseError(p)) {
-        if (p.fatal) throw new PeerBroken(p.error);
-        dropPacket(this.ctl, this.onError, p.error);
-        this.respond(p.ids, p.slots - p.ids.length, NETIF_RSP.error);
+        if (p.fatal) {
+          this.fatal = p.error;
+          break;
+        }
+        this.off[i] = -1;
+        this.err[i] = p.error;
+        for (const id of p.ids) this.idList[idn++] = id;
+        this.ids[i] = p.ids.length;
+        this.extras[i] = p.slots - p.ids.length;
       } else {
-        const off = q.reserve(p.size);
+        const frags = p.frags;
+        if (!copies.fits(frags.length)) break;
+        const off = q.reserveNext(p.size);
         if (off < 0) {
           this.full.block(p.size);
           break;
         }
-        const ids = this.ids;
-        ids.length = 0;
-        for (const f of p.frags) ids.push(f.id);
-        const failed = this.copyIn(p.frags, off);
-        if (failed < 0) {
-          q.commit(off, p.size, packMeta(p.flags, p.extras));
-          this.ctl.add(Counter.packets, 1);
-          this.ctl.add(Counter.bytes, p.size);
-          if (p.extras.length > 0) this.ctl.add(Counter.extras, 1);
-          this.respond(ids, p.slots - ids.length, NETIF_RSP.okay);
-        } else {
-          // A grant the front end never gave us, or gave and took back: drop, answer ERROR.
-          const f = p.frags[failed]!;
-          const st = this.segsFor[p.frags.length]![failed]!.status;
-          dropPacket(this.ctl, this.onError, new ProtocolError("BAD_GREF", `tx_request[${failed}].gref`, f.gref, `grant copy from the front end failed with GNTST ${st}`));
-          this.respond(ids, p.slots - ids.length, NETIF_RSP.error);
+        this.off[i] = off;
+        this.size[i] = p.size;
+        this.meta[i] = packMeta(p.flags, p.extras);
+        this.seg0[i] = copies.count;
+        this.segs[i] = frags.length;
+        this.ids[i] = frags.length;
+        this.extras[i] = p.slots - frags.length;
+        let pos = off;
+        for (let k = 0; k < frags.length; k++) {
+          const f = frags[k]!;
+          const s = copies.add();
+          const src = s.source as { domid: number; ref: number; offset: number };
+          src.ref = f.gref;
+          src.offset = f.offset;
+          (s.dest as { buf: Uint8Array; offset: number }).offset = pos;
+          s.len = f.size;
+          pos += f.size;
+          this.idList[idn++] = f.id;
         }
       }
       r.reqCons = (r.reqCons + p.slots) >>> 0;
-      avail -= p.slots;
-      if (++packets % PUBLISH_EVERY === 0) this.publish();
+      used += p.slots;
+      this.n++;
     }
-    if (packets > 0) this.publish();
-    return packets > 0;
+    return used;
+  }
+
+  /**
+   * One copy call for the whole batch, then each packet in ring order: a record if every
+   * segment copied, else a hole and ERROR answers (a grant the front end never gave us, or
+   * gave and took back); the records are published together.
+   */
+  private settle(): void {
+    const q = this.q;
+    const copies = this.copies;
+    copies.run(this.gnttab);
+    for (let i = 0; i < this.n; i++) {
+      const off = this.off[i]!;
+      const extras = this.extras[i]!;
+      if (off < 0) {
+        dropPacket(this.ctl, this.onError, this.err[i]!);
+        this.err[i] = null;
+        this.respond(this.id0[i]!, this.ids[i]!, extras, NETIF_RSP.error);
+        continue;
+      }
+      const size = this.size[i]!;
+      const seg0 = this.seg0[i]!;
+      const failed = copies.firstFailed(seg0, this.segs[i]!);
+      if (failed < 0) {
+        q.commitAt(off, size, this.meta[i]!);
+        this.ctl.add(Counter.packets, 1);
+        this.ctl.add(Counter.bytes, size);
+        if (extras > 0) this.ctl.add(Counter.extras, 1);
+        this.respond(this.id0[i]!, this.ids[i]!, extras, NETIF_RSP.okay);
+      } else {
+        q.dropAt(off, size);
+        const s = copies.segment(failed);
+        const ref = (s.source as { ref: number }).ref;
+        dropPacket(this.ctl, this.onError, new ProtocolError("BAD_GREF", `tx_request[${failed - seg0}].gref`, ref, `grant copy from the front end failed with GNTST ${s.status}`));
+        this.respond(this.id0[i]!, this.ids[i]!, extras, NETIF_RSP.error);
+      }
+    }
+    q.publish();
+    copies.clear();
   }
 
   /** The session is ending: take in every request already on the ring (as poll does). */
@@ -124,30 +224,11 @@ export class BackTx implements RingRole {
     if (this.q.consumerWaiting()) this.bell.ring();
   }
 
-  /** Grant-copy each fragment into the reserved record; the index of the first that failed, or -1. */
-  private copyIn(frags: { gref: number; offset: number; size: number }[], off: number): number {
-    const segs = this.segsFor[frags.length]!;
-    let pos = off;
-    for (let i = 0; i < frags.length; i++) {
-      const f = frags[i]!;
-      const s = segs[i]!;
-      const src = s.source as { domid: number; ref: number; offset: number };
-      src.ref = f.gref;
-      src.offset = f.offset;
-      (s.dest as { buf: Uint8Array; offset: number }).offset = pos;
-      s.len = f.size;
-      pos += f.size;
-    }
-    this.gnttab.copy(segs);
-    for (let i = 0; i < segs.length; i++) if (segs[i]!.status !== GNTST.okay) return i;
-    return -1;
-  }
-
-  /** One response per slot: the first data id, NULL for each extra, then the other ids. */
-  private respond(ids: number[], extras: number, status: number): void {
+  /** One response per slot: the first data id, NULL for each extra, then the other ids (`n` ids from `idList[at]`). */
+  private respond(at: number, n: number, extras: number, status: number): void {
     const r = this.ring;
-    for (let i = 0; i < ids.length; i++) {
-      this.rsp.id = ids[i]!;
+    for (let i = 0; i < n; i++) {
+      this.rsp.id = this.idList[at + i]!;
       this.rsp.status = status;
       encodeTxResponse(r.view, r.slotOffset(r.rspProdPvt), this.rsp);
       r.rspProdPvt = (r.rspProdPvt + 1) >>> 0;

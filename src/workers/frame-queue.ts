@@ -16,6 +16,20 @@
  * that finds the queue empty past its first pages starts again at the front. A queue whose
  * consumer keeps up stays in a few hot pages, whatever its capacity: a thousand devices do
  * not each cost a megabyte.
+ *
+ * Batches (the back end's grant copies, one hypervisor call for many frames): a producer may
+ * hold several reservations (`reserveNext`), settle each one (`commitAt`, or `dropAt` for a
+ * frame whose copy failed: a hole the consumer steps over), and publish them all with one
+ * store (`publish`). A consumer may look past the head with a cursor (`next`, `take`) and
+ * give back everything it took with one store (`releaseTaken`).
+ *
+ * Ordering: each side publishes with one Atomics.store of its index (PROD or CONS), after its
+ * plain writes (record bytes, headers, markers) or reads (a consumer done with the bytes); the
+ * other side reads that index with Atomics.load before touching what it covers. Atomics are
+ * sequentially consistent, so a load that sees the new index also sees every write made
+ * before the store (the records), and a producer that sees CONS move past a record knows the
+ * consumer has finished reading it before it overwrites it. Nothing below an index is ever
+ * written by the other side, and nothing beyond it is ever read.
  */
 
 const PROD = 0; // bytes produced (u32, free-running)
@@ -26,7 +40,10 @@ const CLOSED = 4; // either side gave up: no more records
 const HEADER_WORDS = 16; // a cache line apart from the data
 
 const RECORD_HEADER = 8;
+/** In a header's length word: the rest of the queue up to the end is unused, go to the front. */
 const SKIP = 0xffffffff;
+/** In a header's length word: a record dropped before it was published; its length is in the meta word. */
+const HOLE = 0xfffffffe;
 
 export interface FrameQueueState {
   buffer: SharedArrayBuffer;
@@ -71,8 +88,14 @@ export class FrameQueue {
    */
   private skipAt = -1;
   private skipEnd = 0;
-  /** Producer-private: the reserved record starts a reset at this offset (published by commit). */
+  /** Producer-private: a pending reservation starts a reset at this offset (its skip marker is written by publish). */
   private resetFrom = -1;
+  /** Producer-private: reservations not yet published, and where the last one ends (valid while pending > 0). */
+  private pending = 0;
+  private head = 0;
+  /** Consumer-private: records taken by the cursor and not released, and where the cursor is (valid while taken > 0). */
+  private taken = 0;
+  private cur = 0;
   /** The largest record that can always be queued once the queue drains. */
   readonly maxRecord: number;
   /**
@@ -101,35 +124,63 @@ export class FrameQueue {
 
   /**
    * Reserve room for a record of `len` bytes; returns the data offset to write at, or -1 when
-   * the queue is full (the producer then waits for space). Finish with `commit`.
+   * the queue is full (the producer then waits for space). Finish with `commit`. Reservations
+   * not published yet are given up (their room is reserved again).
    */
   reserve(len: number): number {
+    this.abandon();
+    return this.reserveNext(len);
+  }
+
+  /**
+   * Reserve room for one more record after those already reserved and not yet published (a
+   * batch); the data offset, or -1 when it does not fit. Each reservation is settled with
+   * `commitAt` or `dropAt`, and `publish` hands them all to the consumer at once.
+   */
+  reserveNext(len: number): number {
     if (len > this.maxRecord) throw new RangeError(`record of ${len} bytes exceeds the queue's ${this.maxRecord}`);
-    const prod = this.ctl[PROD]! >>> 0; // only the producer writes it: no atomic read needed
+    const first = this.pending === 0;
+    // Only the producer writes PROD: no atomic read needed. A batch goes on from its own head.
+    const prod = first ? this.ctl[PROD]! >>> 0 : this.head;
     const need = RECORD_HEADER + align8(len);
     const at = prod & this.mask;
-    this.resetFrom = -1;
     if (this.skipAt >= 0) this.checkSkipPassed();
-    if (this.skipAt < 0 && at >= this.resetAt && need <= at) {
+    if (first && this.skipAt < 0 && at >= this.resetAt && need <= at) {
       // Empty, and past the first pages: start again at the front (see the class comment).
-      // The skip is published with the record, by commit: a reservation that is never
-      // committed leaves nothing behind.
+      // The skip marker is written by publish; until then the reset is ours alone, and
+      // abandon() takes it back.
       this.seenCons = Atomics.load(this.ctl, CONS) >>> 0;
       if (this.seenCons === prod) {
         this.resetFrom = at;
+        this.skipAt = at;
+        this.skipEnd = (prod + this.capacity - at) >>> 0;
+        this.head = (this.skipEnd + need) >>> 0;
+        this.pending = 1;
         return RECORD_HEADER;
       }
     }
     const tail = this.capacity - at;
     const total = tail < need ? tail + need : need;
     if (!this.fits(prod, need, total)) return -1;
+    this.head = (prod + total) >>> 0;
+    this.pending++;
     if (tail < need) {
-      // Skip to the start.
+      // Skip to the start. The marker lies beyond PROD: the consumer reads it once published.
       if (tail >= 4) this.dv.setUint32(at, SKIP, true);
-      Atomics.store(this.ctl, PROD, (prod + tail) | 0);
       return RECORD_HEADER;
     }
     return at + RECORD_HEADER;
+  }
+
+  /** Give up every reservation not yet published: nothing of them reaches the consumer. */
+  abandon(): void {
+    if (this.pending === 0) return;
+    this.pending = 0;
+    if (this.resetFrom >= 0) {
+      // The reset was this batch's: the queue is back as it was (no reset pending).
+      this.resetFrom = -1;
+      this.skipAt = -1;
+    }
   }
 
   /** The consumer has read past the reset skip: the whole queue is ours again. */
@@ -160,9 +211,9 @@ export class FrameQueue {
     return used + total <= this.capacity && (used === 0 || used + total <= this.window);
   }
 
-  /** Whether a record of `len` bytes would fit now (producer side; no side effects but a fresh look). */
+  /** Whether a record of `len` bytes would fit now, after any pending reservations (producer side; no side effects but a fresh look). */
   hasRoom(len: number): boolean {
-    const prod = Atomics.load(this.ctl, PROD) >>> 0;
+    const prod = this.pending > 0 ? this.head : Atomics.load(this.ctl, PROD) >>> 0;
     if (this.skipAt >= 0) this.checkSkipPassed();
     const need = RECORD_HEADER + align8(len);
     const tail = this.capacity - (prod & this.mask);
@@ -171,19 +222,38 @@ export class FrameQueue {
 
   /** Publish the record reserved at `offset` (as returned by reserve). */
   commit(offset: number, len: number, meta: number): void {
+    this.commitAt(offset, len, meta);
+    this.publish();
+  }
+
+  /** Settle a pending reservation as a record of `len` bytes (not visible until publish). */
+  commitAt(offset: number, len: number, meta: number): void {
     const at = offset - RECORD_HEADER;
     this.dv.setUint32(at, len, true);
     this.dv.setUint32(at + 4, meta, true);
-    let prod = this.ctl[PROD]! >>> 0;
+  }
+
+  /**
+   * Settle a pending reservation of `len` bytes as a hole: its frame was not delivered, and
+   * the consumer steps over it without seeing it. Later records of the batch stay where they are.
+   */
+  dropAt(offset: number, len: number): void {
+    const at = offset - RECORD_HEADER;
+    this.dv.setUint32(at, HOLE, true);
+    this.dv.setUint32(at + 4, len, true);
+  }
+
+  /** Hand every pending reservation (each settled by commitAt or dropAt) to the consumer. */
+  publish(): void {
+    if (this.pending === 0) return;
     if (this.resetFrom >= 0) {
-      // The skip marker, then the index past it: the consumer jumps to the front and finds the record.
+      // The skip marker, then the index past it: the consumer jumps to the front and finds the records.
       this.dv.setUint32(this.resetFrom, SKIP, true);
-      this.skipAt = this.resetFrom;
-      this.skipEnd = prod = (prod + this.capacity - this.resetFrom) >>> 0;
       this.resetFrom = -1;
     }
-    // The store publishes the record: it orders the bytes above before the new index.
-    Atomics.store(this.ctl, PROD, (prod + RECORD_HEADER + align8(len)) | 0);
+    this.pending = 0;
+    // The store publishes the records: it orders the bytes, headers and markers above before the new index.
+    Atomics.store(this.ctl, PROD, this.head | 0);
   }
 
   /** Copy-in convenience: false when full. */
@@ -199,26 +269,73 @@ export class FrameQueue {
 
   /**
    * The next record's data offset, or -1 when empty. `recordLength(off)` and `recordMeta(off)`
-   * read its header; `release(off)` gives the space back.
+   * read its header; `release(off)` gives the space back. (Not while the cursor holds records.)
    */
   peek(): number {
+    const cons = this.ctl[CONS]! >>> 0; // only the consumer writes it
+    const pos = this.scan(cons);
+    // Markers stepped over: their room goes back now.
+    if (pos !== cons) Atomics.store(this.ctl, CONS, pos | 0);
+    return pos === this.seenProd ? -1 : (pos & this.mask) + RECORD_HEADER;
+  }
+
+  /**
+   * The cursor's record: the first one not taken yet (the head, when nothing is taken), or -1
+   * when there is none. `take(off)` moves the cursor past it; the record stays queued, its
+   * bytes ours to read, until `releaseTaken`.
+   */
+  next(): number {
+    const from = this.taken > 0 ? this.cur : this.ctl[CONS]! >>> 0;
+    const pos = this.scan(from);
+    // Nothing held: markers stepped over give their room back now.
+    if (this.taken === 0 && pos !== from) Atomics.store(this.ctl, CONS, pos | 0);
+    this.cur = pos;
+    return pos === this.seenProd ? -1 : (pos & this.mask) + RECORD_HEADER;
+  }
+
+  /** Move the cursor past the record `next()` returned (at `offset`). */
+  take(offset: number): void {
+    this.cur = (this.cur + RECORD_HEADER + align8(this.recordLength(offset))) >>> 0;
+    this.taken++;
+  }
+
+  /** Give back every record taken, with one store; the caller is done with their bytes. */
+  releaseTaken(): void {
+    if (this.taken === 0) return;
+    this.taken = 0;
+    // After our reads of the records: a producer that sees the new index may overwrite them.
+    Atomics.store(this.ctl, CONS, this.cur | 0);
+  }
+
+  /** Forget the cursor: records taken and not given back are read again from the head. */
+  rewind(): void {
+    this.taken = 0;
+  }
+
+  /**
+   * The position of the first record at or after `pos`, stepping over skip markers and holes;
+   * `seenProd` (fresh) when there is none.
+   */
+  private scan(pos: number): number {
     for (;;) {
-      const cons = this.ctl[CONS]! >>> 0; // only the consumer writes it
-      const ahead = (this.seenProd - cons) >>> 0;
+      const ahead = (this.seenProd - pos) >>> 0;
       // Empty as far as we last looked (or behind us: another object on this queue consumed
       // past what this one saw): look again. The atomic read orders the record bytes after
       // the index that covers them.
       if (ahead === 0 || ahead > this.capacity) {
         this.seenProd = Atomics.load(this.ctl, PROD) >>> 0;
-        if (this.seenProd === cons) return -1;
+        if (this.seenProd === pos) return pos;
       }
-      const at = cons & this.mask;
+      const at = pos & this.mask;
       const tail = this.capacity - at;
-      if (tail < RECORD_HEADER || this.dv.getUint32(at, true) === SKIP) {
-        Atomics.store(this.ctl, CONS, (cons + tail) | 0);
+      if (tail < RECORD_HEADER) {
+        pos = (pos + tail) >>> 0;
         continue;
       }
-      return at + RECORD_HEADER;
+      const word = this.dv.getUint32(at, true);
+      if (word === SKIP) pos = (pos + tail) >>> 0;
+      else if (word === HOLE) pos = (pos + RECORD_HEADER + align8(this.dv.getUint32(at + 4, true))) >>> 0;
+      else return pos;
     }
   }
 

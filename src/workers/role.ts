@@ -152,6 +152,11 @@ export class QueueFull {
  */
 export function dropOversize(q: FrameQueue, off: number, ctl: Control): void {
   q.release(off);
+  countOversize(ctl);
+}
+
+/** The counting of dropOversize, for a role that gives the record back itself (with a batch). */
+export function countOversize(ctl: Control): void {
   ctl.add(Counter.lost, 1);
   ctl.add(Counter.drops, 1);
   ctl.settle(1);

@@ -1,0 +1,64 @@
+/**
+ * The grant copies of one batch of packets, handed to the hypervisor in one call: on real Xen
+ * one IOCTL_GNTDEV_GRANT_COPY (one GNTTABOP_copy hypercall) for up to 64 packets instead of
+ * one per packet, as Linux netback batches its copies. The back-end roles fill it while they
+ * parse a poll's packets, run it once, then read each packet's statuses back by its range.
+ */
+import { GNTST, type CopySegment, type GrantTable } from "../platform/types.ts";
+
+/** Packets in one batch at most (Linux netback's NAPI budget, 64). */
+export const COPY_BATCH_PACKETS = 64;
+
+/**
+ * Segments in one batch at most: what one GRANT_COPY ioctl of the Xen platform carries
+ * (src/platform/xen/grant-table.ts splits longer lists), so a batch is one hypercall. A packet
+ * whose segments would not fit goes in the next batch.
+ */
+export const COPY_BATCH_SEGMENTS = 256;
+
+export class CopyBatch {
+  /** Every segment object this batch may use, made once (the data path allocates nothing). */
+  private readonly pool: CopySegment[];
+  /** The segments of the batch being filled: the first `count` of the pool. */
+  private readonly list: CopySegment[] = [];
+
+  constructor(make: () => CopySegment) {
+    this.pool = Array.from({ length: COPY_BATCH_SEGMENTS }, make);
+  }
+
+  get count(): number {
+    return this.list.length;
+  }
+
+  /** Room for `n` more segments in this batch. */
+  fits(n: number): boolean {
+    return this.list.length + n <= COPY_BATCH_SEGMENTS;
+  }
+
+  /** The next segment of the batch, to fill in (sides and length). */
+  add(): CopySegment {
+    const s = this.pool[this.list.length]!;
+    this.list.push(s);
+    return s;
+  }
+
+  segment(i: number): CopySegment {
+    return this.list[i]!;
+  }
+
+  /** Every segment in one call; each one's status is set (a bad one never throws). */
+  run(gnttab: GrantTable): void {
+    if (this.list.length > 0) gnttab.copy(this.list);
+  }
+
+  /** The index of the first segment of `[start, start + n)` that failed, or -1. */
+  firstFailed(start: number, n: number): number {
+    for (let i = start; i < start + n; i++) if (this.list[i]!.status !== GNTST.okay) return i;
+    return -1;
+  }
+
+  /** Empty, for the next batch (the segment objects are kept). */
+  clear(): void {
+    this.list.length = 0;
+  }
+}
