@@ -28,7 +28,10 @@ export interface FrameInfo {
   gso: { type: number; size: number } | null;
 }
 
-export type WriteOptions = Partial<Pick<FrameInfo, "csumBlank" | "dataValidated">>;
+export type WriteOptions = Partial<Pick<FrameInfo, "csumBlank" | "dataValidated">> & {
+  /** Give up the write while it waits for room (rejects with ABORTED; it is not sent). */
+  signal?: AbortSignal;
+};
 
 export interface NetStats {
   rxPackets: number;
@@ -162,7 +165,9 @@ export abstract class NetDevice {
   /** Send one frame (copied before the promise settles; the buffer may be reused at once). */
   write(frame: Uint8Array, opts?: WriteOptions): Promise<void> {
     if (!(frame instanceof Uint8Array)) return Promise.reject(new NetError("BAD_ARGUMENT", "write takes a Uint8Array"));
-    return this.writerFor(frame).write(frame.byteLength, this.sendFlags.encode(opts), this.tapTx((dst, off) => dst.set(frame, off), frame.byteLength));
+    const signal = signalOf(opts);
+    if (signal === false) return Promise.reject(new NetError("BAD_ARGUMENT", "write: signal must be an AbortSignal"));
+    return this.writerFor(frame).write(frame.byteLength, this.sendFlags.encode(opts), this.tapTx((dst, off) => dst.set(frame, off), frame.byteLength), signal);
   }
 
   /**
@@ -183,10 +188,12 @@ export abstract class NetDevice {
    * Resolves when a frame of `len` bytes (default: the largest) would be queued at once,
    * whichever queue its flow takes (with several queues: when every queue has room).
    */
-  async writable(len = this.maxFrameSize): Promise<void> {
+  async writable(len = this.maxFrameSize, opts?: { signal?: AbortSignal }): Promise<void> {
+    const signal = signalOf(opts);
+    if (signal === false) throw new NetError("BAD_ARGUMENT", "writable: signal must be an AbortSignal");
     const n = this.senders.length;
-    if (n <= 1) return this.writers[0]!.writable(len);
-    await Promise.all(this.writers.slice(0, n).map((w) => w.writable(len)));
+    if (n <= 1) return this.writers[0]!.writable(len, signal);
+    await Promise.all(this.writers.slice(0, n).map((w) => w.writable(len, signal)));
   }
 
   /** Send one frame gathered from several buffers. */
@@ -194,15 +201,22 @@ export abstract class NetDevice {
     if (!Array.isArray(parts) || parts.some((p) => !(p instanceof Uint8Array))) {
       return Promise.reject(new NetError("BAD_ARGUMENT", "writev takes an array of Uint8Array"));
     }
+    const signal = signalOf(opts);
+    if (signal === false) return Promise.reject(new NetError("BAD_ARGUMENT", "writev: signal must be an AbortSignal"));
     const len = parts.reduce((n, p) => n + p.byteLength, 0);
     // The flow is in the headers: the first part that holds 64 bytes, or a joined copy.
     const head = parts[0] !== undefined && parts[0].byteLength >= Math.min(64, len) ? parts[0] : joined(parts, Math.min(64, len));
-    return this.writerFor(head).write(len, this.sendFlags.encode(opts), this.tapTx((dst, off) => {
-      for (const p of parts) {
-        dst.set(p, off);
-        off += p.byteLength;
-      }
-    }, len));
+    return this.writerFor(head).write(
+      len,
+      this.sendFlags.encode(opts),
+      this.tapTx((dst, off) => {
+        for (const p of parts) {
+          dst.set(p, off);
+          off += p.byteLength;
+        }
+      }, len),
+      signal,
+    );
   }
 
   /**
@@ -212,13 +226,20 @@ export abstract class NetDevice {
    */
   writeWith(len: number, fill: (buf: Uint8Array) => void, opts?: WriteOptions): Promise<void> {
     if (typeof fill !== "function") return Promise.reject(new NetError("BAD_ARGUMENT", "writeWith takes a fill callback"));
+    const signal = signalOf(opts);
+    if (signal === false) return Promise.reject(new NetError("BAD_ARGUMENT", "writeWith: signal must be an AbortSignal"));
     const meta = this.sendFlags.encode(opts);
     if (this.senders.length <= 1) {
-      return this.writers[0]!.write(len, meta, this.tapTx((dst, off) => {
-        const view = dst.subarray(off, off + len);
-        view.fill(0);
-        fill(view);
-      }, len));
+      return this.writers[0]!.write(
+        len,
+        meta,
+        this.tapTx((dst, off) => {
+          const view = dst.subarray(off, off + len);
+          view.fill(0);
+          fill(view);
+        }, len),
+        signal,
+      );
     }
     // Several queues: the queue depends on what `fill` writes, so it writes into scratch first.
     try {
@@ -227,7 +248,7 @@ export abstract class NetDevice {
       const view = this.scratch.subarray(0, len);
       view.fill(0);
       fill(view);
-      return this.writerFor(view).write(len, meta, this.tapTx((dst, off) => dst.set(view, off), len));
+      return this.writerFor(view).write(len, meta, this.tapTx((dst, off) => dst.set(view, off), len), signal);
     } catch (e) {
       return Promise.reject(e);
     }
@@ -263,19 +284,39 @@ export abstract class NetDevice {
     };
   }
 
-  /** Received frames, each a copy the caller owns. Ends when the device disconnects. */
-  frames(): AsyncIterableIterator<Uint8Array> {
+  /**
+   * Received frames, each a copy the caller owns. Ends when the device closes, or when
+   * `signal` aborts (then it ends, as a `break` would). Buffering is bounded: an iterator
+   * holds at most ITERATOR_HIGH_WATER frames, and while one is that far behind, receiving
+   * pauses for the whole device (listeners too) and frames wait in the queue and the ring,
+   * where the peer sees back-pressure: nothing is dropped. An iterator you stop reading must
+   * therefore be ended (`break`, `return()`, or the signal).
+   */
+  frames(opts: { signal?: AbortSignal } = {}): AsyncIterableIterator<Uint8Array> {
+    const signal = opts?.signal;
+    if (signal !== undefined && !(signal instanceof AbortSignal)) throw new NetError("BAD_ARGUMENT", "frames: signal must be an AbortSignal");
+    const onAbort = () => void buf.return();
     const buf = new FrameBuffer(
-      () => this.startReaders(),
+      () => this.resumeIfRoom(),
       () => {
+        signal?.removeEventListener("abort", onAbort);
         this.iterators.delete(buf);
         this.pauseIfUnheard();
+        this.resumeIfRoom();
       },
     );
     this.iterators.add(buf);
-    if (this.closedError !== null) buf.end();
-    this.startReaders();
+    if (this.closedError !== null || signal?.aborted) void buf.return();
+    else signal?.addEventListener("abort", onAbort, { once: true });
+    this.resumeIfRoom();
     return buf;
+  }
+
+  /** Receive again unless an iterator is still too far behind (or nobody listens). */
+  private resumeIfRoom(): void {
+    if (this.listeners.size === 0 && this.iterators.size === 0) return;
+    for (const it of this.iterators) if (it.full) return;
+    this.startReaders();
   }
 
   [Symbol.asyncIterator](): AsyncIterableIterator<Uint8Array> {
@@ -341,8 +382,10 @@ export abstract class NetDevice {
     }
     let full = false;
     for (const it of this.iterators) full = it.push(frame.slice()) || full;
-    // Without a listener, an iterator that is behind holds receiving back, rather than buffering without bound.
-    if (full && this.listeners.size === 0 && !this.receiveForClose) this.pauseReaders();
+    // An iterator that is behind holds receiving back (listeners too), rather than buffering
+    // without bound: the frames wait in the queue and on the ring. (At close they are delivered
+    // regardless: the iterators' buffers then only drain.)
+    if (full && !this.receiveForClose) this.pauseReaders();
   }
 
   stats(): NetStats {
@@ -526,6 +569,12 @@ function sum(ctls: Control[], counter: number): number {
   return n;
 }
 
+/** The signal in `opts`: undefined when none, false when it is not an AbortSignal. */
+function signalOf(opts: { signal?: AbortSignal } | undefined): AbortSignal | undefined | false {
+  const s = opts?.signal;
+  return s === undefined ? undefined : s instanceof AbortSignal ? s : false;
+}
+
 /** The first `n` bytes of parts laid end to end. */
 function joined(parts: readonly Uint8Array[], n: number): Uint8Array {
   const out = new Uint8Array(n);
@@ -555,6 +604,13 @@ class FrameBuffer implements AsyncIterableIterator<Uint8Array> {
     private readonly detach: () => void,
   ) {}
 
+  /** At its high-water mark: receiving waits until it has caught up halfway. */
+  get full(): boolean {
+    return !this.ended && this.paused;
+  }
+  /** It reported full and has not caught up halfway yet. */
+  private paused = false;
+
   /** Queue a frame; true when the buffer is past its high-water mark. */
   push(frame: Uint8Array): boolean {
     if (this.ended) return false;
@@ -565,7 +621,8 @@ class FrameBuffer implements AsyncIterableIterator<Uint8Array> {
       return false;
     }
     this.frames.push(frame);
-    return this.frames.length - this.head >= ITERATOR_HIGH_WATER;
+    if (this.frames.length - this.head >= ITERATOR_HIGH_WATER) this.paused = true;
+    return this.paused;
   }
 
   end(): void {
@@ -584,7 +641,10 @@ class FrameBuffer implements AsyncIterableIterator<Uint8Array> {
         this.frames.splice(0, this.head);
         this.head = 0;
       }
-      if (this.frames.length - this.head < ITERATOR_HIGH_WATER / 2) this.resume();
+      if (this.paused && this.frames.length - this.head < ITERATOR_HIGH_WATER / 2) {
+        this.paused = false;
+        this.resume();
+      }
       return Promise.resolve({ value, done: false });
     }
     if (this.ended) return Promise.resolve({ value: undefined, done: true });

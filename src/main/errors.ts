@@ -6,6 +6,7 @@ export type NetErrorCode =
   | "BAD_ARGUMENT"
   | "DISCONNECTED" // the device was disconnected, or its peer broke and it shut down
   | "TIMEOUT"
+  | "ABORTED" // the caller's AbortSignal ended a write, a wait for room, or a connect
   | "UNSUPPORTED" // the peer lacks something this version needs
   | "IN_USE" // the device is claimed by another Netfront or Netback on this machine
   | "REMOVED"; // the toolstack removed the vif (its xenstore directory is gone): it cannot come back

@@ -50,11 +50,12 @@ export class FrameWriter {
    * Queue a frame of `len` bytes that `fill` writes at `offset` of the array it is given. `fill`
    * runs before this returns: into the queue, or into a copy when the queue is full.
    */
-  write(len: number, meta: number, fill: (dst: Uint8Array, offset: number) => void): Promise<void> {
+  write(len: number, meta: number, fill: (dst: Uint8Array, offset: number) => void, signal?: AbortSignal): Promise<void> {
     const closed = this.opts.closed();
     if (closed !== null) return Promise.reject(closed);
     try {
       this.check(len);
+      if (signal?.aborted) throw abortedWrite(signal);
       if (this.tail === null && this.tryWrite(len, meta, fill)) return Promise.resolve();
     } catch (e) {
       return Promise.reject(e);
@@ -67,13 +68,24 @@ export class FrameWriter {
       return Promise.reject(e);
     }
     const later = (dst: Uint8Array, off: number) => dst.set(copy, off);
-    const run = (this.tail ?? Promise.resolve()).then(() => this.waitAndWrite(len, meta, later));
+    const fate = { queued: false };
+    const run = (this.tail ?? Promise.resolve()).then(() => this.waitAndWrite(len, meta, later, fate, signal));
     const tail = run.catch(() => {});
     this.tail = tail;
     void tail.then(() => {
       if (this.tail === tail) this.tail = null;
     });
-    return run;
+    if (signal === undefined) return run;
+    // Aborted while it waits: it rejects at once and is never queued (waitAndWrite looks at
+    // the signal before it queues). Once queued, an abort changes nothing: the frame goes.
+    return new Promise<void>((resolve, reject) => {
+      const onAbort = () => {
+        if (!fate.queued) reject(abortedWrite(signal));
+        this.wakeWaiters();
+      };
+      signal.addEventListener("abort", onAbort, { once: true });
+      run.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
+    });
   }
 
   /**
@@ -91,15 +103,31 @@ export class FrameWriter {
    * Resolves once a frame of `len` bytes would fit (or the device closed: then it rejects).
    * A length no frame may have is refused at once, as write() refuses it: it would never fit.
    */
-  async writable(len: number): Promise<void> {
+  async writable(len: number, signal?: AbortSignal): Promise<void> {
     const q = this.q;
     this.check(len);
-    for (;;) {
-      const closed = this.opts.closed();
-      if (closed !== null) throw closed;
-      if (this.tail === null && q.hasRoom(len)) return;
-      await this.tail;
-      await this.roomFor(len);
+    if (signal === undefined) {
+      for (;;) {
+        const closed = this.opts.closed();
+        if (closed !== null) throw closed;
+        if (this.tail === null && q.hasRoom(len)) return;
+        await this.tail;
+        await this.roomFor(len);
+      }
+    }
+    if (signal.aborted) throw abortedWrite(signal, "writable");
+    let onAbort = () => {};
+    const aborted = new Promise<never>((_, reject) => {
+      onAbort = () => {
+        reject(abortedWrite(signal, "writable"));
+        this.wakeWaiters();
+      };
+      signal.addEventListener("abort", onAbort, { once: true });
+    });
+    try {
+      return await Promise.race([this.writable(len), aborted]);
+    } finally {
+      signal.removeEventListener("abort", onAbort);
     }
   }
 
@@ -155,14 +183,23 @@ export class FrameWriter {
     return true;
   }
 
-  private async waitAndWrite(len: number, meta: number, fill: (dst: Uint8Array, offset: number) => void): Promise<void> {
+  private async waitAndWrite(len: number, meta: number, fill: (dst: Uint8Array, offset: number) => void, fate: { queued: boolean }, signal?: AbortSignal): Promise<void> {
     for (;;) {
       const closed = this.opts.closed();
       if (closed !== null) throw closed;
-      if (this.tryWrite(len, meta, fill)) return;
+      if (signal?.aborted) throw abortedWrite(signal);
+      if (this.tryWrite(len, meta, fill)) {
+        fate.queued = true;
+        return;
+      }
       await this.roomFor(len);
     }
   }
+}
+
+/** A write (or a wait for room) given up because its signal aborted. */
+function abortedWrite(signal: AbortSignal, what = "write"): NetError {
+  return new NetError("ABORTED", `the ${what} was aborted before the frame could be queued`, { cause: signal.reason });
 }
 
 function describeLength(v: unknown): string {
