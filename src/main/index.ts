@@ -5,6 +5,7 @@ export { VifServer, type ServeAllOptions, type VifEvent } from "./vif-server.ts"
 export { configurePool, type PoolOptions } from "./pool.ts";
 export { NetDevice, type FrameInfo, type FrameListener, type NetStats, type WriteOptions } from "./device.ts";
 export { NetError, type NetErrorCode } from "./errors.ts";
+export type { LinkEvent, LinkListener, LinkState } from "./link.ts";
 export { defaultSimHypervisor } from "./platform-default.ts";
 export { createVif, destroyVif, type VifSpec } from "./xenbus/toolstack.ts";
 export { HandshakeError } from "./xenbus/errors.ts";

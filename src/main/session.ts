@@ -22,6 +22,7 @@ import type { RingWorkerEvents, RoleHandle } from "./role-handle.ts";
 import type { WakeBitsState } from "../workers/wake-bits.ts";
 import { HandshakeError } from "./xenbus/errors.ts";
 import { Deadline, readState, setState } from "./xenbus/wait.ts";
+import { Link, type LinkEvent, type LinkListener, type LinkState } from "./link.ts";
 
 /**
  * What a queue may hold by default (its window): enough for a burst (43 frames of 1514 bytes,
@@ -233,6 +234,39 @@ export abstract class SessionDevice<S extends Session> extends NetDevice {
   ) {
     super(session.senders, session.receivers, sendFlags, recvFlags, ctx.log, ctx.path);
     this.session = session;
+    // A back end's first session is up before the device exists (nobody can hear it yet).
+    if (this.sendGateOpen) this.link.emit("up", { type: "connected", at: Date.now() });
+  }
+
+  private readonly link = new Link();
+
+  /** Where the link is now: connecting (first session not up yet), up, reconnecting, closed. */
+  get linkState(): LinkState {
+    return this.link.state;
+  }
+
+  /**
+   * Hear the link's changes from now on: connected, lost (with why), reconnecting,
+   * reconnected, closed (with the NetError it closed with). Returns a function that stops it.
+   */
+  onLink(cb: LinkListener): () => void {
+    return this.link.on(cb);
+  }
+
+  /** The link's changes from now on, as an async iterator; ends after `closed` or when `signal` aborts. */
+  linkEvents(opts: { signal?: AbortSignal } = {}): AsyncIterableIterator<LinkEvent> {
+    return this.link.iterate(opts?.signal);
+  }
+
+  /** The peer lets us send again: the session is up. */
+  protected override setSendGate(open: boolean): void {
+    super.setSendGate(open);
+    if (open) this.linkUp();
+  }
+
+  private linkUp(): void {
+    const at = Date.now();
+    this.link.emit("up", this.reconnects === 0 ? { type: "connected", at } : { type: "reconnected", at, reconnects: this.reconnects });
   }
 
   get maxFrameSize(): number {
@@ -321,11 +355,13 @@ export abstract class SessionDevice<S extends Session> extends NetDevice {
   /** The session is over: reconnect, or close for good. */
   private sessionEnded(why: string): void {
     if (this.closing !== null || this.reconnecting !== null) return;
+    this.link.emit(this.reconnect ? "reconnecting" : "closed", { type: "lost", at: Date.now(), reason: why });
     if (!this.reconnect) {
       this.log.info({ why }, "the session ended; disconnecting");
       void this.shutdown(new NetError("DISCONNECTED", why), false);
       return;
     }
+    this.link.emit("reconnecting", { type: "reconnecting", at: Date.now(), reason: why });
     this.log.info({ why }, "the session ended; will reconnect when the peer comes back");
     this.reconnecting = this.reconnectLoop().finally(() => (this.reconnecting = null));
   }
@@ -389,6 +425,8 @@ export abstract class SessionDevice<S extends Session> extends NetDevice {
         this.replaceWorkers(s.senders, s.receivers);
         this.reconnects++;
         await this.followPeer();
+        // A back end's session is up once open; a front end's when its back end is Connected.
+        if (this.sendGateOpen) this.linkUp();
         this.log.info({ reconnects: this.reconnects }, "reconnected");
         return;
       } catch (e) {
@@ -426,6 +464,8 @@ export abstract class SessionDevice<S extends Session> extends NetDevice {
     this.ctx.claim.release();
     if (this.ctx.ownsPlatform) this.ctx.platform.close();
     this.log.info("disconnected");
-    this.settleClosed(this.closedError ?? reason);
+    const why = this.closedError ?? reason;
+    this.link.emitClosed(why);
+    this.settleClosed(why);
   }
 }
