@@ -171,3 +171,30 @@ describe("AbortSignal", () => {
     vif.dom0.close();
   });
 });
+
+describe("serveAll({ signal })", () => {
+  test("aborting the signal closes the server and every vif it serves; an aborted signal refuses to start", async () => {
+    const m = await machine(2);
+    const [g1, g2] = m.ids as [number, number];
+    await m.vif(g1);
+    await m.vif(g2);
+    const ac = new AbortController();
+    const server = await Netback.serveAll({ platform: m.dom0, logger: silent, signal: ac.signal });
+    const r = recorder(server);
+    const f1 = await m.connect(g1);
+    const f2 = await m.connect(g2);
+    await r.next((e) => e.type === "added" && e.frontendDomid === g1);
+    await r.next((e) => e.type === "added" && e.frontendDomid === g2);
+    const b1 = server.vifs.get(`${g1}/0`)!;
+    await pingPong(b1, f1);
+    ac.abort();
+    await b1.closed;
+    await until(() => server.vifs.size === 0);
+    // Serving stopped: the vif's back end is Closed, and no serve is retried.
+    expect(await m.dom0.xenstore.read(`/local/domain/0/backend/vif/${g1}/0/state`)).toBe("6");
+    await expect(Netback.serveAll({ platform: m.dom0, logger: silent, signal: AbortSignal.abort() })).rejects.toThrow("ABORTED");
+    await f1.disconnect();
+    await f2.disconnect();
+    await until(() => m.hv.leaks().length === 0);
+  });
+});

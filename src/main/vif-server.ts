@@ -26,6 +26,8 @@ export type VifEvent =
 
 export type ServeAllOptions = Omit<NetbackOptions, "frontendDomid" | "devid">;
 
+/** Events kept for an iterator that is not reading, at most (the oldest go first). */
+const EVENT_BUFFER = 1024;
 /** How long a failed vif waits before it is served again, at most. */
 const RETRY_MAX_MS = 30_000;
 /** A vif waits this long for its guest's front end, each try (setTimeout's bound). */
@@ -52,6 +54,8 @@ export class VifServer implements AsyncIterable<VifEvent> {
     private readonly platform: Platform,
     private readonly opts: ServeAllOptions,
     private readonly log: Logger,
+    /** We opened the platform (none was given): it closes with the server. */
+    private readonly ownsPlatform = false,
   ) {
     this.root = `/local/domain/${platform.domid}/backend/vif`;
   }
@@ -60,12 +64,28 @@ export class VifServer implements AsyncIterable<VifEvent> {
   static async start(opts: ServeAllOptions = {}): Promise<VifServer> {
     // The options every Netback will get, checked now (frontendDomid is each vif's).
     checkBackOptions({ ...opts, frontendDomid: 0 });
+    const signal = opts.signal;
+    if (signal?.aborted) throw new NetError("ABORTED", "serveAll was aborted before it started", { cause: signal.reason });
     const platform = opts.platform ?? (await defaultPlatform(0));
-    const server = new VifServer(platform, opts, loggerFor(opts.logger, { end: "vif-server", domid: platform.domid }));
+    // The signal is the server's, not each vif's: it closes the server (and every vif served).
+    const { signal: _, ...perVif } = opts;
+    const server = new VifServer(platform, perVif, loggerFor(opts.logger, { end: "vif-server", domid: platform.domid }), opts.platform === undefined);
     const rescan = serialized(() => server.rescan());
-    server.watch = await platform.xenstore.watch(server.root, `vif-server#${platform.domid}`, rescan);
+    try {
+      server.watch = await platform.xenstore.watch(server.root, `vif-server#${platform.domid}`, rescan);
+    } catch (e) {
+      await server.close();
+      throw e;
+    }
+    if (signal !== undefined) {
+      const onAbort = () => void server.close();
+      signal.addEventListener("abort", onAbort, { once: true });
+      server.unlisten = () => signal.removeEventListener("abort", onAbort);
+    }
     return server;
   }
+  /** Stops listening to the caller's signal. */
+  private unlisten = () => {};
 
   /** The vifs served now, by "frontendDomid/devid". */
   get vifs(): ReadonlyMap<string, Netback> {
@@ -100,6 +120,8 @@ export class VifServer implements AsyncIterable<VifEvent> {
       this.served.clear();
       for (const s of all) s.abort.abort(new NetError("DISCONNECTED", "the vif server closed"));
       await Promise.allSettled(all.map((s) => s.netback?.disconnect()));
+      this.unlisten();
+      if (this.ownsPlatform) this.platform.close();
       for (const w of this.waiters.splice(0)) w({ value: undefined, done: true });
     })();
     return this.closing;
@@ -108,7 +130,11 @@ export class VifServer implements AsyncIterable<VifEvent> {
   private emit(e: VifEvent): void {
     const w = this.waiters.shift();
     if (w !== undefined) w({ value: e, done: false });
-    else this.events.push(e);
+    else {
+      // Nobody iterating: keep the latest events only (`vifs` always has the present).
+      this.events.push(e);
+      if (this.events.length > EVENT_BUFFER) this.events.shift();
+    }
   }
 
   /** What the toolstack has now: start the new vifs, let go of the removed ones. */
