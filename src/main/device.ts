@@ -93,6 +93,8 @@ const ITERATOR_HIGH_WATER = 4096;
 
 export abstract class NetDevice {
   private readonly writers: FrameWriter[] = [];
+  /** The main thread's view of each receive queue, for the queue-depth gauge. */
+  private readonly recvQueues: FrameQueue[] = [];
   private readonly readers: FrameReader[] = [];
   /** The rings' control blocks, per queue pair: counters outlive sessions. */
   private readonly txCtl: Control[];
@@ -140,7 +142,9 @@ export abstract class NetDevice {
         wake: () => this.senders[i]?.kick(),
         closed: () => this.closedError,
       });
-      const r = new FrameReader(new FrameQueue(qp.recv), (frame, meta) => this.deliver(frame, meta), () => this.receivers[i]?.kick());
+      const recvQueue = new FrameQueue(qp.recv);
+      this.recvQueues.push(recvQueue);
+      const r = new FrameReader(recvQueue, (frame, meta) => this.deliver(frame, meta), () => this.receivers[i]?.kick());
       this.writers.push(w);
       this.readers.push(r);
       path.attach(i, w.onBell, r.onBell);
@@ -418,9 +422,24 @@ export abstract class NetDevice {
     }));
   }
 
-  /** Counters restart from zero (the workers' own counters keep running; we subtract). */
+  /**
+   * `stats()` restarts from zero: a view (it subtracts a baseline). What an exporter reads,
+   * `totals()`, is never touched by it.
+   */
   resetStats(): void {
     this.baseline = this.rawStats();
+  }
+
+  /** The counters since the device began: they only go up, whatever resetStats does (for exporters). */
+  totals(): NetStats {
+    return this.rawStats();
+  }
+
+  /** How much waits now, over every queue: what an exporter reports as gauges. */
+  depth(): { txUnsettledFrames: number; rxQueuedBytes: number } {
+    let rx = 0;
+    for (const q of this.recvQueues) rx += q.usedBytes();
+    return { txUnsettledFrames: this.unsettled(), rxQueuedBytes: rx };
   }
 
   private rawStats(): NetStats {

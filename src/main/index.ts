@@ -6,6 +6,7 @@ export { configurePool, type PoolOptions } from "./pool.ts";
 export { NetDevice, type FrameInfo, type FrameListener, type NetStats, type WriteOptions } from "./device.ts";
 export { NetError, type NetErrorCode } from "./errors.ts";
 export type { LinkEvent, LinkListener, LinkState } from "./link.ts";
+export { prometheusText, observeDevices, type MetricsSource, type MetricLabels, type OtelMeter, type OtelObservable } from "./metrics.ts";
 export { defaultSimHypervisor } from "./platform-default.ts";
 export { createVif, destroyVif, type VifSpec } from "./xenbus/toolstack.ts";
 export { HandshakeError } from "./xenbus/errors.ts";

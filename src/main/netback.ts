@@ -99,6 +99,11 @@ export class Netback extends SessionDevice<BackSession> {
     return this.session.info.frontendId;
   }
 
+  protected readonly role = "netback";
+  protected get peerDomid(): number {
+    return this.frontendId;
+  }
+
   /**
    * Serve one vif. (`wait`, for VifServer: how long the first handshake may wait for its front
    * end, if not timeoutMs: a driver domain waits for a guest that has not booted yet.)

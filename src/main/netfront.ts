@@ -116,6 +116,11 @@ export class Netfront extends SessionDevice<FrontSession> {
     return this.session.info.backendId;
   }
 
+  protected readonly role = "netfront";
+  protected get peerDomid(): number {
+    return this.backendId;
+  }
+
   static async connect(opts: NetfrontOptions = {}): Promise<Netfront> {
     const o = checkFrontOptions(opts);
     const platform = o.platform ?? (await defaultPlatform(o.domid));

@@ -23,6 +23,7 @@ import type { WakeBitsState } from "../workers/wake-bits.ts";
 import { HandshakeError } from "./xenbus/errors.ts";
 import { Deadline, readState, setState } from "./xenbus/wait.ts";
 import { Link, type LinkEvent, type LinkListener, type LinkState } from "./link.ts";
+import type { MetricLabels } from "./metrics.ts";
 
 /**
  * What a queue may hold by default (its window): enough for a burst (43 frames of 1514 bytes,
@@ -239,6 +240,15 @@ export abstract class SessionDevice<S extends Session> extends NetDevice {
   }
 
   private readonly link = new Link();
+
+  /** Which end this is, and the other end's domain: for the labels of metrics. */
+  protected abstract readonly role: "netfront" | "netback";
+  protected abstract get peerDomid(): number;
+
+  /** Who this device is, as metrics label it (see prometheusText). */
+  get metricLabels(): MetricLabels {
+    return { role: this.role, domid: this.ctx.platform.domid, peer: this.peerDomid, devid: Number(this.ctx.dir.slice(this.ctx.dir.lastIndexOf("/") + 1)) };
+  }
 
   /** Where the link is now: connecting (first session not up yet), up, reconnecting, closed. */
   get linkState(): LinkState {
