@@ -44,6 +44,11 @@ export interface GrantTableState {
   entries: SharedArrayBuffer;
   /** Int32 per domain: mappings it holds now (leak check). */
   mapsHeld: SharedArrayBuffer;
+  /**
+   * Int32 pairs per domain: copy calls it made and segments they carried, from any thread
+   * (how a test sees that the back end batches its copies; wraps at 2^32).
+   */
+  copies: SharedArrayBuffer;
   grantsPerDomain: number;
   maxDomains: number;
 }
@@ -52,6 +57,7 @@ export function createGrantTableState(maxDomains: number, grantsPerDomain: numbe
   return {
     entries: new SharedArrayBuffer(maxDomains * grantsPerDomain * FIELDS * 4),
     mapsHeld: new SharedArrayBuffer(maxDomains * 4),
+    copies: new SharedArrayBuffer(maxDomains * 8),
     grantsPerDomain,
     maxDomains,
   };
@@ -69,6 +75,7 @@ export interface GrantLeak {
 export class GrantTables {
   private readonly e: Int32Array;
   private readonly held: Int32Array;
+  private readonly copies: Int32Array;
   readonly perDomain: number;
   readonly maxDomains: number;
 
@@ -80,6 +87,7 @@ export class GrantTables {
   ) {
     this.e = new Int32Array(state.entries);
     this.held = new Int32Array(state.mapsHeld);
+    this.copies = new Int32Array(state.copies);
     this.perDomain = state.grantsPerDomain;
     this.maxDomains = state.maxDomains;
   }
@@ -260,6 +268,17 @@ export class GrantTables {
     Atomics.add(this.held, domid, n);
   }
 
+  /** One copy call of `segments` segments by `domid`. */
+  countCopy(domid: DomId, segments: number): void {
+    Atomics.add(this.copies, domid * 2, 1);
+    Atomics.add(this.copies, domid * 2 + 1, segments);
+  }
+
+  /** Copy calls `domid` made and the segments they carried, since the machine was made. */
+  copyCounts(domid: DomId): { calls: number; segments: number } {
+    return { calls: Atomics.load(this.copies, domid * 2) >>> 0, segments: Atomics.load(this.copies, domid * 2 + 1) >>> 0 };
+  }
+
   mapsHeld(domid: DomId): number {
     return Atomics.load(this.held, domid);
   }
@@ -368,10 +387,16 @@ export class SimGrantTable implements GrantTable {
   }
 
   copy(segments: CopySegment[]): void {
+    this.t.countCopy(this.domid, segments.length);
     for (let i = 0; i < segments.length; i++) {
       const s = segments[i]!;
       s.status = this.copyOne(s);
     }
+  }
+
+  /** Copy calls this domain made (from any thread) and the segments they carried: GNTTABOP_copy hypercalls, on real Xen. */
+  copyCounts(): { calls: number; segments: number } {
+    return this.t.copyCounts(this.domid);
   }
 
   /** The local buffers last copied from and to, with their addresses. */
