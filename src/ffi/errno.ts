@@ -1,76 +1,24 @@
 /**
- * Linux errno numbers and names, and the PlatformError they become. Pure (no bun:ffi), so the
+ * errno numbers and names, and the PlatformError they become. Pure (no bun:ffi), so the
  * xenstore codec can use it for the names xenstored sends in ERROR replies (`EACCES\0`).
- *
- * The numbers are the asm-generic ones, which x86_64 and aarch64 share.
+ * The table is the platform's (node:os, node:util), not ours.
  */
-import { PlatformError, type PlatformErrorCode } from "../platform/types.ts";
+import { constants } from "node:os";
+import { getSystemErrorName } from "node:util";
+import { PlatformError, type PlatformErrorCode } from "./platform-error.ts";
 
-/** errno number → name, for the errors a driver of /dev/xen/* and xenstore can meet. */
-export const ERRNO_NAMES: Readonly<Record<number, string>> = {
-  1: "EPERM",
-  2: "ENOENT",
-  3: "ESRCH",
-  4: "EINTR",
-  5: "EIO",
-  6: "ENXIO",
-  7: "E2BIG",
-  8: "ENOEXEC",
-  9: "EBADF",
-  10: "ECHILD",
-  11: "EAGAIN",
-  12: "ENOMEM",
-  13: "EACCES",
-  14: "EFAULT",
-  16: "EBUSY",
-  17: "EEXIST",
-  18: "EXDEV",
-  19: "ENODEV",
-  20: "ENOTDIR",
-  21: "EISDIR",
-  22: "EINVAL",
-  23: "ENFILE",
-  24: "EMFILE",
-  25: "ENOTTY",
-  27: "EFBIG",
-  28: "ENOSPC",
-  29: "ESPIPE",
-  30: "EROFS",
-  32: "EPIPE",
-  34: "ERANGE",
-  36: "ENAMETOOLONG",
-  38: "ENOSYS",
-  39: "ENOTEMPTY",
-  40: "ELOOP",
-  61: "ENODATA",
-  62: "ETIME",
-  75: "EOVERFLOW",
-  77: "EBADFD",
-  88: "ENOTSOCK",
-  90: "EMSGSIZE",
-  95: "EOPNOTSUPP",
-  98: "EADDRINUSE",
-  104: "ECONNRESET",
-  105: "ENOBUFS",
-  106: "EISCONN",
-  107: "ENOTCONN",
-  108: "ESHUTDOWN",
-  110: "ETIMEDOUT",
-  111: "ECONNREFUSED",
-  114: "EALREADY",
-  115: "EINPROGRESS",
-  122: "EDQUOT",
-  125: "ECANCELED",
-};
+/**
+ * name → errno number: the platform's own table (os.constants.errno). The ffi layer runs only
+ * on Linux (real Xen), where these are the kernel's numbers; C's <errno.h> is cross-checked
+ * against them in test/xen-xenstore-wire.test.ts.
+ */
+export const ERRNO: Readonly<Record<string, number>> = constants.errno;
 
-/** name → errno number (the inverse of ERRNO_NAMES). */
-export const ERRNO: Readonly<Record<string, number>> = Object.fromEntries(
-  Object.entries(ERRNO_NAMES).map(([n, name]) => [name, Number(n)]),
-);
-
-/** The name of an errno number; `E<n>` for one not in the table. */
+/** The name of an errno number (util.getSystemErrorName); `E<n>` for one the system does not know. */
 export function errnoName(errno: number): string {
-  return ERRNO_NAMES[errno] ?? `E${errno}`;
+  if (!Number.isInteger(errno) || errno <= 0) return `E${errno}`;
+  const name = getSystemErrorName(-errno);
+  return /^E[A-Z0-9]+$/.test(name) ? name : `E${errno}`;
 }
 
 const SAME: ReadonlySet<string> = new Set<PlatformErrorCode>([

@@ -11,7 +11,8 @@
  * that runs no code that could overwrite errno in between.
  */
 import { dlopen, FFIType, ptr, read, type Pointer } from "bun:ffi";
-import { PAGE_SIZE, PlatformError } from "../platform/types.ts";
+import { PAGE_SIZE } from "../protocol/ring.ts";
+import { PlatformError } from "./platform-error.ts";
 import { ERRNO, ErrnoError } from "./errno.ts";
 
 // Linux (asm-generic; x86_64 and aarch64 agree) flag values.

@@ -10,7 +10,7 @@
  *
  * u64 fields take a number (an integer below 2^53, written without allocating) or a bigint.
  */
-import { PlatformError } from "../platform/types.ts";
+import { PlatformError } from "./platform-error.ts";
 
 // ---------------------------------------------------------------------------------------
 // Request numbers: _IOC(_IOC_NONE, type, nr, sizeof(struct)) (asm-generic ioctl.h)

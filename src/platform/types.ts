@@ -13,34 +13,9 @@ export type DomId = number;
 export type GrantRef = number;
 export type Port = number;
 
-export const PAGE_SIZE = 4096;
-
-export type PlatformErrorCode =
-  | "EPERM" // not allowed (access flags, privilege)
-  | "EACCES" // xenstore permission denied
-  | "ENOENT" // no such grant, port, node or domain
-  | "EBUSY" // still in use (ending a grant the peer maps)
-  | "EINVAL" // malformed argument
-  | "ENOSPC" // table full (grants, ports, pages)
-  | "EAGAIN" // xenstore transaction conflict: retry
-  | "EEXIST"
-  | "E2BIG" // value or path too long
-  | "ETIMEDOUT"
-  | "ECLOSED"; // the handle was closed
-
-/** A hypervisor operation refused: names the operation and what it was given. */
-export class PlatformError extends Error {
-  override readonly name = "PlatformError";
-  constructor(
-    readonly code: PlatformErrorCode,
-    /** e.g. `gnttab.map`, `evtchn.notify`, `xenstore.write`. */
-    readonly op: string,
-    /** What went wrong, without the op and code the message starts with. */
-    readonly detail: string,
-  ) {
-    super(`${op}: ${code}: ${detail}`);
-  }
-}
+export { PAGE_SIZE } from "../protocol/ring.ts";
+import { PAGE_SIZE } from "../protocol/ring.ts";
+export { PlatformError, type PlatformErrorCode } from "../ffi/platform-error.ts";
 
 /** Postable description of pages in shared memory: page i is `buffer[offsets[i] .. +4096]`. */
 export interface PagesDescriptor {
