@@ -1,30 +1,42 @@
-/** Undo actions, run last-in first-out: what a failed connect or a disconnect releases. */
+/**
+ * Undo actions, run last-in first-out: what a failed connect or a disconnect releases. Built on
+ * the platform's AsyncDisposableStack (LIFO order, each step run once, a stack usable once);
+ * what it adds is a name per step, and that a step that fails is logged and reported while the
+ * others still run, rather than aggregated into one SuppressedError chain.
+ */
 import type { Logger } from "pino";
 
 export class Cleanup {
-  private readonly steps: { what: string; fn: () => unknown }[] = [];
+  private stack = new AsyncDisposableStack();
+  private steps = 0;
+  /** Failures of the run in progress, as "what: message". */
+  private failed: { what: string; err: unknown }[] = [];
 
   /** Nothing left to release. */
   get empty(): boolean {
-    return this.steps.length === 0;
+    return this.steps === 0;
   }
 
   add(what: string, fn: () => unknown): void {
-    this.steps.push({ what, fn });
-  }
-
-  /** Run every step even if some fail; failures are logged and returned. */
-  async run(log: Logger): Promise<string[]> {
-    const failed: string[] = [];
-    while (this.steps.length > 0) {
-      const { what, fn } = this.steps.pop()!;
+    this.steps++;
+    this.stack.defer(async () => {
+      this.steps--;
       try {
         await fn();
-      } catch (e) {
-        failed.push(`${what}: ${(e as Error)?.message ?? String(e)}`);
-        log.error({ err: e }, `release failed: ${what}`);
+      } catch (err) {
+        this.failed.push({ what, err });
       }
-    }
-    return failed;
+    });
+  }
+
+  /** Run every step even if some fail; failures are logged and returned. The Cleanup may be used again. */
+  async run(log: Logger): Promise<string[]> {
+    const stack = this.stack;
+    this.stack = new AsyncDisposableStack();
+    await stack.disposeAsync();
+    const failed = this.failed;
+    this.failed = [];
+    for (const f of failed) log.error({ err: f.err }, `release failed: ${f.what}`);
+    return failed.map((f) => `${f.what}: ${(f.err as Error)?.message ?? String(f.err)}`);
   }
 }
