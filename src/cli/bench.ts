@@ -1,0 +1,128 @@
+/**
+ * `bun-xen-net bench`: throughput of this host's device path, a Netfront against a Netback in
+ * this process (on Xen, a vif of this domain to itself), for each frame size both ways.
+ * Each figure is one mitata measure of a batch of frames sent from one end until the other
+ * has received all of them (as bench/device-pair.ts does for `bun run bench`).
+ */
+import { measure } from "mitata";
+import type { NetDevice } from "../main/index.ts";
+import { cliLogger, hostKind, selfPair } from "./host.ts";
+import { formatTable } from "./table.ts";
+import { intListOption, parse, secondsOption } from "./usage.ts";
+
+export const BENCH_HELP = `usage: bun-xen-net bench [--duration S] [--sizes 64,1514] [--json]
+
+Frames per second, ns per frame and MB/s of a Netfront against a Netback in this process,
+each way (front->back: the Netfront sends; back->front: the Netback sends), for each size.
+Without Xen: on the simulated hypervisor. On Xen (/dev/xen/evtchn present): on a vif this
+domain creates to itself (front and back both here), destroyed afterwards.
+
+  --duration S   CPU time mitata spends on each figure, in seconds (default 1)
+  --sizes LIST   frame sizes in bytes, 60..1514 (default 64,1514)
+  --json         one JSON document instead of the table
+  -h, --help     this text`;
+
+/** Frames per measured batch: enough that a batch takes milliseconds, few enough for many samples. */
+const BATCH = 2000;
+
+export interface BenchRow {
+  direction: "front->back" | "back->front";
+  size: number;
+  framesPerSec: number;
+  nsPerFrame: number;
+  mbPerSec: number;
+  samples: number;
+}
+
+export async function benchCommand(argv: string[]): Promise<number> {
+  const o = parse("bench", argv, { duration: { type: "string" }, sizes: { type: "string" }, json: { type: "boolean" } });
+  if (o.help) {
+    console.log(BENCH_HELP);
+    return 0;
+  }
+  const seconds = secondsOption("bench", "duration", o.duration as string | undefined, 1, 600);
+  const sizes = intListOption("bench", "sizes", o.sizes as string | undefined, [64, 1514], 60, 1514);
+  const kind = hostKind();
+  const pair = await selfPair(kind, cliLogger());
+  const rows: BenchRow[] = [];
+  try {
+    for (const size of sizes) {
+      for (const [direction, from, to] of [
+        ["front->back", pair.front, pair.back],
+        ["back->front", pair.back, pair.front],
+      ] as const) {
+        const flow = new Flow(from, to, size);
+        await flow.batch(BATCH); // warm up the path before anything is timed
+        const stats = await measure(() => flow.batch(BATCH), { min_cpu_time: seconds * 1e9 });
+        flow.close();
+        const ns = stats.p50 / BATCH;
+        rows.push({ direction, size, framesPerSec: 1e9 / ns, nsPerFrame: ns, mbPerSec: (size * 1e9) / ns / 1e6, samples: stats.samples.length });
+      }
+    }
+  } finally {
+    await pair.close();
+  }
+  if (o.json) {
+    console.log(JSON.stringify({ host: kind, where: pair.where, bun: Bun.version, durationSec: seconds, batch: BATCH, rows }, null, 2));
+  } else {
+    console.log(`${pair.where}; Bun ${Bun.version}; median of ${BATCH}-frame batches, ${seconds} s of CPU time per figure`);
+    console.log(
+      formatTable(
+        ["DIRECTION", "SIZE", "FRAMES/S", "NS/FRAME", "MB/S"],
+        rows.map((r) => [r.direction, String(r.size), Math.round(r.framesPerSec).toLocaleString("en-US"), r.nsPerFrame.toFixed(0), r.mbPerSec.toFixed(1)]),
+      ),
+    );
+  }
+  return 0;
+}
+
+/** A batch that has not arrived by then never will: the bench fails instead of hanging. */
+const BATCH_TIMEOUT_MS = 10_000;
+
+async function withTimeout<T>(p: Promise<T>, ms: number, what: () => string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([p, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(what())), ms)))]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Sends batches from `from`; a batch is done when `to` has received every frame of it. */
+class Flow {
+  private received = 0;
+  private target = 0;
+  private done: (() => void) | null = null;
+  private readonly frame: Uint8Array;
+  private readonly unlisten: () => void;
+
+  constructor(
+    private readonly from: NetDevice,
+    to: NetDevice,
+    size: number,
+  ) {
+    this.frame = new Uint8Array(size).map((_, i) => i);
+    this.frame.fill(0xff, 0, 6);
+    this.unlisten = to.listen(() => {
+      if (++this.received >= this.target && this.done !== null) {
+        const d = this.done;
+        this.done = null;
+        d();
+      }
+    });
+  }
+
+  async batch(n: number): Promise<void> {
+    this.target = this.received + n;
+    const arrived = new Promise<void>((r) => (this.done = r));
+    for (let i = 0; i < n; i++) {
+      while (!this.from.tryWrite(this.frame)) await this.from.writable(this.frame.length);
+    }
+    if (this.received < this.target) await withTimeout(arrived, BATCH_TIMEOUT_MS, () => `${this.target - this.received} of ${n} frames did not arrive within ${BATCH_TIMEOUT_MS / 1000} s`);
+    else this.done = null;
+  }
+
+  close(): void {
+    this.unlisten();
+  }
+}
