@@ -71,7 +71,7 @@ describe("frame queue batches", () => {
     for (let k = 0; k < 3; k++) {
       const off = cons.next();
       seen.push(cons.recordMeta(off));
-      expect(cons.data.slice(off, off + cons.recordLength(off))).toEqual(frame(k, 100 + k));
+      expect(Uint8Array.from(cons.data.subarray(off, off + cons.recordLength(off)))).toEqual(frame(k, 100 + k));
       cons.take(off);
     }
     expect(seen).toEqual([0, 1, 2]);
