@@ -8,7 +8,7 @@ import { FrameQueue, createFrameQueueState } from "../src/workers/frame-queue.ts
 import { batchRules } from "./fixtures/queue-batch-rules.ts";
 import { Rng } from "./helpers/prng.ts";
 
-function frame(seq: number, len: number): Uint8Array {
+function frame(seq: number, len: number) {
   return Uint8Array.from({ length: len }, (_, i) => (seq * 31 + i * 7) & 0xff);
 }
 
