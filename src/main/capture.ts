@@ -160,6 +160,8 @@ function checkOptions(sink: CaptureSink, opts: CaptureOptions): Checked {
 interface Out {
   write(bytes: Uint8Array): Promise<void>;
   close(): Promise<void>;
+  /** Whether the bytes may be reused once write resolved (our file: yes; a sink of yours keeps them). */
+  reuses: boolean;
 }
 
 async function openFileSink(path: string): Promise<Out> {
@@ -170,6 +172,7 @@ async function openFileSink(path: string): Promise<Out> {
       while (at < bytes.byteLength) at += (await fh.write(bytes, at, bytes.byteLength - at)).bytesWritten;
     },
     close: () => fh.close(),
+    reuses: true,
   };
 }
 
@@ -183,6 +186,7 @@ function wrapSink(sink: ByteSink): Out {
       }
     },
     close: async () => {},
+    reuses: false,
   };
 }
 
@@ -196,6 +200,8 @@ class CaptureSession implements Capture {
   private queue: Uint8Array[] = [];
   /** Bytes held: queued, being written, and in the open chunk. */
   private held = 0;
+  /** Chunks written out and free again (file sinks only): a fresh 64 KiB array per chunk costs more than the copies. */
+  private spare: Uint8Array[] = [];
   private flushing: Promise<void> | null = null;
   private stopping: Promise<CaptureStats> | null = null;
   private failure: unknown = null;
@@ -239,7 +245,7 @@ class CaptureSession implements Capture {
     }
     if (this.chunk === null || this.chunk.byteLength - this.used < need) {
       this.seal();
-      this.chunk = new Uint8Array(Math.max(CHUNK_BYTES, need));
+      this.chunk = (need <= CHUNK_BYTES ? this.spare.pop() : undefined) ?? new Uint8Array(Math.max(CHUNK_BYTES, need));
       this.view = new DataView(this.chunk.buffer);
     }
     writePcapRecordHeader(this.view!, this.used, micros, incl, len);
@@ -313,6 +319,7 @@ class CaptureSession implements Capture {
           try {
             await this.out.write(next);
             this.counts.written += next.byteLength;
+            if (this.out.reuses && next.buffer.byteLength === CHUNK_BYTES && this.spare.length < MAX_SPARE) this.spare.push(new Uint8Array(next.buffer));
           } catch (e) {
             // The sink broke: nothing more can be written; stop capturing, report it at the end.
             this.failure = e;
@@ -328,7 +335,12 @@ class CaptureSession implements Capture {
   }
 }
 
+/** Free chunks kept for reuse (1 MiB): what a file sink needs to keep up; more would only hold memory. */
+const MAX_SPARE = 16;
+
+const TIME_ORIGIN = performance.timeOrigin;
+
 /** Microseconds since the epoch, finer than Date.now(). */
 function nowMicros(): number {
-  return Math.round((performance.timeOrigin + performance.now()) * 1000);
+  return Math.round((TIME_ORIGIN + performance.now()) * 1000);
 }
