@@ -204,13 +204,14 @@ describe("firewall example: bridging", () => {
     }
     const got = sinks[1]!;
     // A sender paced as TCP's window paces it: at most 128 frames (about 90 KiB) beyond what arrived.
+    const lost = (e: unknown) => {
+      throw new Error(`${got.length} of ${N} arrived; counters ${JSON.stringify(l.fw.stats().ports)}`, { cause: e });
+    };
     for (let i = 0; i < N; i++) {
-      if (i - got.length >= 128) await until(() => i - got.length < 64);
+      if (i - got.length >= 128) await until(() => i - got.length < 64).catch(lost);
       await l.guests[0]!.write(frames[i]!);
     }
-    await until(() => got.length === N, 20_000).catch((e) => {
-      throw new Error(`${got.length} of ${N} arrived; counters ${JSON.stringify(l.fw.stats().ports)}`, { cause: e });
-    });
+    await until(() => got.length === N, 20_000).catch(lost);
     for (let i = 0; i < N; i++) if (!Buffer.from(got[i]!).equals(Buffer.from(frames[i]!))) throw new Error(`frame ${i} differs`);
     const c = l.port(0).counters;
     expect([c.in, c.forwarded]).toEqual([N + 1, N]);
@@ -276,6 +277,8 @@ describe("firewall example: rules", () => {
       "no ospf": 1,
     });
     expect(s.default.hits).toBe(pass.length);
+    // Every frame in is accounted for exactly once, on every port.
+    for (const p of s.ports) expect(p.forwarded + p.flooded + p.filtered + p.droppedRule + p.droppedMalformed + p.droppedSpoofed).toBe(p.in);
     await l.close();
   }, 30_000);
 

@@ -41,6 +41,15 @@ function nextFrame(dev: NetDevice, pred: (f: Uint8Array) => boolean, ms = 1000):
   });
 }
 
+/** Poll `cond` every 5 ms; throw naming `what` after `ms` (the demo never hangs). */
+async function waitFor(cond: () => boolean, what: string, ms = 5000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`demo: timed out waiting for ${what}`);
+    await Bun.sleep(5);
+  }
+}
+
 const isTcpTo = (port: number) => (f: Uint8Array) => f[23] === IPPROTO.TCP && ((f[36]! << 8) | f[37]!) === port;
 const isEchoReply = (f: Uint8Array) => f[12] === 0x08 && f[23] === IPPROTO.ICMP && f[34] === 0;
 
@@ -68,7 +77,7 @@ export async function runDemo(userRules: RuleSet, fromFile: boolean): Promise<vo
     stack.use(fw);
     const client = stack.use(await Netfront.connect({ platform: hv.platform(clientDom), logger }));
     const web = await Netfront.connect({ platform: hv.platform(webDom), logger });
-    while (fw.ports.size < 3) await Bun.sleep(5);
+    await waitFor(() => fw.ports.size === 3, "the guests' vifs to be served");
     console.log(`ports: ${[...fw.ports.keys()].join(", ")}`);
 
     // The router and web answer pings, as a host would.
@@ -109,13 +118,13 @@ export async function runDemo(userRules: RuleSet, fromFile: boolean): Promise<vo
     const bad = ethernet(WEB.mac, CLIENT.mac, 0x0800, ipv4(CLIENT.ip, WEB.ip, IPPROTO.UDP, new Uint8Array(8)));
     bad[16] = 0x05;
     await client.write(bad);
-    while (fw.ports.get(`vif${clientDom}.0`)!.counters.droppedMalformed === 0) await Bun.sleep(5);
+    await waitFor(() => fw.ports.get(`vif${clientDom}.0`)!.counters.droppedMalformed === 1, "the malformed frame to be counted");
     console.log("malformed frame from the client: dropped and counted");
 
     // The web guest's vif goes (xl network-detach): its MAC goes with it, the rest goes on.
     await web.disconnect();
     await destroyVif(dom0.xenstore, webDom, fwDom, 0);
-    while (fw.ports.has(`vif${webDom}.0`)) await Bun.sleep(5);
+    await waitFor(() => !fw.ports.has(`vif${webDom}.0`), "web's port to go");
     console.log(`web's vif removed: its MAC is ${fw.bridge.lookup(mac(WEB.mac)) === undefined ? "forgotten" : "still known"}`);
     await ping(ROUTER, "router, after web left", 3);
 
