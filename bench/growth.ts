@@ -4,10 +4,16 @@
  * after the previous), mitata's measure() timing each run once; resident memory after each run.
  * `bun run bench/growth.ts [maxExponent]` (default 7).
  */
+import { parseArgs } from "node:util";
 import { measure } from "mitata";
 import { devicePair, Flow } from "./device-pair.ts";
 
-const MAX_EXP = Number(process.argv[2] ?? 7);
+const { positionals } = parseArgs({ args: process.argv.slice(2), allowPositionals: true, strict: true, options: {} });
+const MAX_EXP = Number(positionals[0] ?? 7);
+if (!Number.isInteger(MAX_EXP) || MAX_EXP < 1) {
+  console.error(`usage: bun run ${import.meta.file} [maxExponent] (a positive integer; got ${positionals[0]})`);
+  process.exit(2);
+}
 const SIZE = 1514;
 const BATCH = 2000;
 

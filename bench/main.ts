@@ -8,6 +8,7 @@
  * Without gcc and Xen's headers (libxen-dev) the C column is left out and the table says how
  * to get it. What each mode measures: bench/compare.ts (C, postMessage) and bench/ours.ts.
  */
+import { parseArgs as parseCli } from "node:util";
 import { cpus, loadavg } from "node:os";
 import { buildCReference, CReferenceUnavailable, type CReference } from "./c-reference.ts";
 import { DEFAULT_RUNS, SIZES, formatGoals, runsArg, formatTable, jsonRows, measureCReference, measurePostMessage, quietGate, type BenchRecord, type MeasureOptions } from "./compare.ts";
@@ -23,30 +24,22 @@ interface Args {
 const USAGE = "usage: bun run bench [--json FILE] [--runs N] [--sizes 64,1514] [--no-wait]";
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { json: null, runs: DEFAULT_RUNS, sizes: [...SIZES], wait: true };
-  for (let i = 0; i < argv.length; i++) {
-    const flag = argv[i]!;
-    if (flag === "--no-wait") {
-      a.wait = false;
-      continue;
-    }
-    const value = argv[i + 1];
-    if (value === undefined && flag.startsWith("--")) throw new Error(`${flag} needs a value; ${USAGE}`);
-    switch (flag) {
-      case "--json":
-        a.json = value!;
-        break;
-      case "--runs":
-        a.runs = runsArg([flag, value!]);
-        break;
-      case "--sizes":
-        a.sizes = value!.split(",").map(Number);
-        if (a.sizes.some((s) => !Number.isInteger(s) || s < 16 || s > 65535)) throw new Error(`--sizes ${value}: need integers in 16..65535`);
-        break;
-      default:
-        throw new Error(`unknown argument ${flag}; ${USAGE}`);
-    }
-    i++;
+  let v: { json?: string; runs?: string; sizes?: string; "no-wait"?: boolean };
+  try {
+    ({ values: v } = parseCli({
+      args: argv,
+      strict: true,
+      allowPositionals: false,
+      options: { json: { type: "string" }, runs: { type: "string" }, sizes: { type: "string" }, "no-wait": { type: "boolean" } },
+    }));
+  } catch (e) {
+    throw new Error(`${(e as Error).message}; ${USAGE}`);
+  }
+  const a: Args = { json: v.json ?? null, runs: DEFAULT_RUNS, sizes: [...SIZES], wait: v["no-wait"] !== true };
+  if (v.runs !== undefined) a.runs = runsArg(["--runs", v.runs]);
+  if (v.sizes !== undefined) {
+    a.sizes = v.sizes.split(",").map(Number);
+    if (a.sizes.some((s) => !Number.isInteger(s) || s < 16 || s > 65535)) throw new Error(`--sizes ${v.sizes}: need integers in 16..65535`);
   }
   return a;
 }
@@ -96,7 +89,7 @@ async function main(): Promise<void> {
   }
   console.log(formatTable(records));
   const goals = formatGoals(records);
-  if (goals !== "") console.log(`\nGoals (issue 6):\n${goals}`);
+  if (goals !== "") console.log(`\nGoals (issue 13):\n${goals}`);
   if (args.json !== null) {
     const rows = jsonRows(records);
     const doc = { machine: `${cpus()[0]?.model ?? "?"}, ${cpus().length} CPUs`, bun: Bun.version, runs: args.runs, rows, records };

@@ -9,6 +9,7 @@
  *
  * Each figure is the median over N runs (default 5) of mitata's median per batch, with min–max.
  */
+import { parseArgs } from "node:util";
 import { measure } from "mitata";
 import { openPlatform } from "../src/platform/open.ts";
 import { Control } from "../src/workers/control.ts";
@@ -76,11 +77,11 @@ function rolesAlone(dir: "tx" | "rx", size: number): { batch(n: number): void; c
 
 const argv = process.argv.slice(2);
 const runs = runsArg(argv);
-const one = argv.indexOf("--one");
-if (one >= 0) {
+const oneArg = parseArgs({ args: argv, strict: false, options: { one: { type: "string" } } }).values.one;
+if (typeof oneArg === "string") {
   // A child run: one direction and size, in a process of its own (as each C figure is): in one
   // process the four combinations share their JIT profiles and the figures went bimodal.
-  const [dir, size] = argv[one + 1]!.split(",") as ["tx" | "rx", string];
+  const [dir, size] = oneArg.split(",") as ["tx" | "rx", string];
   const pair = rolesAlone(dir, Number(size));
   pair.batch(BATCH * 5); // the JIT warms up before anything is timed
   const ns: number[] = [];

@@ -4,10 +4,16 @@
  * the leak check at the end, and the process's resident memory sampled along the way (it must
  * stay within 10 % once warmed up). `bun run soak [frames]` (default 10,000,000).
  */
+import { parseArgs } from "node:util";
 import { checkFrame, fillFrame, frameSize, type SizePlan } from "../test/helpers/frames.ts";
 import { devicePair } from "./device-pair.ts";
 
-const FRAMES = Number(process.argv[2] ?? 10_000_000);
+const { positionals } = parseArgs({ args: process.argv.slice(2), allowPositionals: true, strict: true, options: {} });
+const FRAMES = Number(positionals[0] ?? 10_000_000);
+if (!Number.isInteger(FRAMES) || FRAMES < 1) {
+  console.error(`usage: bun run ${import.meta.file} [frames] (a positive integer; got ${positionals[0]})`);
+  process.exit(2);
+}
 const WINDOW = 2048; // frames in flight at most
 const SEED = 0x50a4;
 const PLAN: SizePlan = { multiPage: 0.05, min: 60, maxSmall: 1514, maxLarge: 65535 };

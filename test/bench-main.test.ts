@@ -36,7 +36,12 @@ describe("bun run bench (the main job)", () => {
         expect(x.runs).toBe(1);
         expect(x.ns_per_frame).toBeGreaterThan(0);
       }
-      if (c.length > 0) expect(r.out).toContain("Goals (issue 6)");
+      if (c.length > 0) {
+        expect(r.out).toContain("Goals (issue 13)");
+        expect(r.out).toMatch(/(met|NOT MET) +device path \(write → Netfront → Netback → listen\) within 4× of C's two-thread ring at 64 B, tx: [\d.]+× C/);
+        expect(r.out).toMatch(/(met|NOT MET) +one-thread ring path within 2× of C at 64 B, rx: [\d.]+× C/);
+        expect(r.out).not.toContain("postMessage's frame rate");
+      }
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
