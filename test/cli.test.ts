@@ -131,6 +131,17 @@ describe("bun-xen-net CLI", () => {
       expect(row.framesPerSec * row.nsPerFrame).toBeCloseTo(1e9, -3);
       expect(row.mbPerSec).toBeCloseTo((row.framesPerSec * row.size) / 1e6, 3);
     }
+    // --capture: the front end's frames of the whole run, both ways, in a pcap file.
+    const file = join(dir, "bench.pcap");
+    const c = await cli("bench", "--duration", "0.05", "--sizes", "64", "--capture", file, "--json");
+    expect(c.code).toBe(0);
+    const capture = (JSON.parse(c.out) as { capture: { file: string; frames: number; tx: number; rx: number; dropped: number } }).capture;
+    expect(capture.file).toBe(file);
+    expect(capture.tx).toBeGreaterThan(0);
+    expect(capture.rx).toBeGreaterThan(0);
+    const records = decodePcapFile(readFileSync(file)).records;
+    expect(records).toHaveLength(capture.frames);
+    expect(records.every((r) => r.origLen === 64 && r.inclLen === 64)).toBe(true);
     const table = await cli("bench", "--duration", "0.05", "--sizes", "128");
     expect(table.code).toBe(0);
     expect(table.out).toContain("DIRECTION");
