@@ -198,6 +198,25 @@ describe("capture on a device", () => {
     });
   });
 
+  test("a capture ends by itself when its device closes, with the frames delivered before", async () => {
+    const vif = await simVif();
+    const { front, back } = await vif.pair();
+    front.listen(() => {});
+    const sink = memorySink();
+    const cap = await front.capture(sink);
+    for (let i = 0; i < 4; i++) await back.write(frame(70, 2, i));
+    await back.disconnect();
+    await front.disconnect();
+    const s = await cap.done;
+    expect(cap.running).toBe(false);
+    expect(s.rx).toBe(4);
+    expect(decodePcapFile(sink.bytes()).records).toHaveLength(4);
+    expect((front as unknown as { tap: unknown }).tap).toBeNull();
+    vif.frontPlatform.close();
+    vif.backPlatform.close();
+    vif.dom0.close();
+  });
+
   test("a sink that throws: the capture ends with its error, the device goes on", async () => {
     await withPair(async ({ front, back }) => {
       let arrived = 0;

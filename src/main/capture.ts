@@ -58,7 +58,7 @@ export interface Capture extends AsyncDisposable {
   stats(): CaptureStats;
   /** Stop capturing, write out what is buffered, close a file we opened; resolves with the final counts. */
   stop(): Promise<CaptureStats>;
-  /** Settles once the capture has ended (stop, count, signal) and everything is written; rejects if the sink failed. */
+  /** Settles once the capture has ended (stop, count, signal, the device closed) and everything is written; rejects if the sink failed. */
   readonly done: Promise<CaptureStats>;
   readonly running: boolean;
 }
@@ -93,6 +93,11 @@ export class CaptureTap {
   rx(frame: Uint8Array): void {
     const micros = nowMicros();
     for (const s of this.sessions) if (s.wantsRx) s.record(frame, 0, frame.byteLength, micros, false);
+  }
+
+  /** The device closed for good: every capture stops (and writes out what it holds). */
+  endAll(): void {
+    for (const s of this.sessions) void s.stop();
   }
 
   add(s: CaptureSession): void {

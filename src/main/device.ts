@@ -559,6 +559,7 @@ export abstract class NetDevice {
       r.drainAll();
       r.stop();
     }
+    this.tap?.endAll(); // the last frames are in: captures end, their files close
     for (const w of this.writers) w.closed();
     this.path.detach();
     for (const it of this.iterators) it.end();
