@@ -39,6 +39,8 @@ function frame(len: number, tag: number, seq: number): Uint8Array {
   return f;
 }
 
+const hex = (b: Uint8Array) => Buffer.from(b).toString("hex");
+
 /** A sink that keeps every chunk in memory. */
 function memorySink(): ByteSink & { bytes(): Uint8Array } {
   const chunks: Uint8Array[] = [];
@@ -137,6 +139,36 @@ describe("capture on a device", () => {
       expect(await cap.stop()).toEqual(s);
       expect(sink.bytes().byteLength).toBe(bytes.byteLength);
     });
+  });
+
+  test("two queues: frames filled in scratch (writeWith) or gathered (writev) are captured as queued", async () => {
+    const vif = await simVif();
+    const { front, back } = await vif.pair({ queues: 2 });
+    try {
+      expect(front.queues).toBe(2);
+      let arrived = 0;
+      back.listen(() => arrived++);
+      const sink = memorySink();
+      const cap = await front.capture(sink, { direction: "tx" });
+      const sent: string[] = [];
+      for (let i = 0; i < 20; i++) {
+        const f = frame(100 + i, 1, i);
+        f[11] = i; // a different source MAC, a different flow: both queues carry frames
+        sent.push(hex(f));
+        if (i % 2 === 0) await front.writeWith(f.length, (v) => v.set(f));
+        else await front.writev([f.subarray(0, 10), f.subarray(10)]);
+      }
+      await until(() => arrived === 20);
+      expect(front.queueStats().every((q) => q.txPackets > 0)).toBe(true);
+      await cap.stop();
+      expect(decodePcapFile(sink.bytes()).records.map((r) => hex(r.data))).toEqual(sent);
+    } finally {
+      await front.disconnect();
+      await back.disconnect();
+      vif.frontPlatform.close();
+      vif.backPlatform.close();
+      vif.dom0.close();
+    }
   });
 
   test("direction, count and signal: only what was asked, and it ends by itself", async () => {
