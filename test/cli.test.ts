@@ -5,13 +5,16 @@
  * The tcpdump check needs tcpdump (apt-get install tcpdump); without it that test is skipped
  * with a warning, except under CI (CI=true), where it fails.
  */
-import { afterAll, describe, expect, test } from "bun:test";
+import { afterAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { decodePcapFile } from "../src/main/pcap.ts";
 import { parseMac } from "../src/protocol/xenbus.ts";
 import { echoFrame, requestFrame } from "../src/cli/traffic.ts";
+
+// Each test starts CLI processes (a second or more each on a busy 2-vCPU machine); bench runs three.
+setDefaultTimeout(60_000);
 
 const MAIN = join(import.meta.dir, "..", "src", "cli", "main.ts");
 const TCPDUMP = Bun.which("tcpdump");
@@ -86,6 +89,15 @@ describe("bun-xen-net CLI", () => {
     const r = await cli("capture", "--out", join(dir, "no", "such", "dir.pcap"));
     expect(r.code).toBe(1);
     expect(r.err).toContain("ENOENT");
+  });
+
+  test("list without Xen and without --demo: no vifs, and a hint on stderr", async () => {
+    const r = await cli("list");
+    expect(r).toMatchObject({ code: 0, out: "no vifs\n" });
+    expect(r.err).toContain("--demo N");
+    const j = await cli("list", "--json");
+    expect(j.code).toBe(0);
+    expect(JSON.parse(j.out)).toEqual([]);
   });
 
   test("list --demo 3: a table of three served vifs, Connected, their MACs and MTUs", async () => {
