@@ -125,6 +125,11 @@ describe("bun-xen-net CLI", () => {
     expect(vifs[1]!.features).toEqual({ sg: true, splitEventChannels: true, queues: 2, maxQueues: 2, csumIpv4: true, csumIpv6: true, gsoTcpv4: false, gsoTcpv6: false, rxNotify: true });
     expect(vifs[0]!.features.queues).toBe(1);
 
+    const most = await cli("list", "--demo", "32", "--json");
+    expect(most.code).toBe(0);
+    const all = JSON.parse(most.out) as { state: string; mac: string }[];
+    expect(all.map((v) => `${v.state} ${v.mac}`)).toEqual(Array.from({ length: 32 }, (_, i) => `Connected 00:16:3e:00:01:${(i + 1).toString(16).padStart(2, "0")}`));
+
     const guest = await cli("list", "--demo", "2", "--domid", "2", "--json");
     expect(guest.code).toBe(0);
     expect(JSON.parse(guest.out)).toMatchObject([{ role: "front", domid: 2, peer: 0, devid: 0, state: "Connected", peerState: "Connected", mac: "00:16:3e:00:01:02", mtu: 9000, path: "/local/domain/2/device/vif/0", peerPath: "/local/domain/0/backend/vif/2/0" }]);

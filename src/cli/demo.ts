@@ -28,7 +28,7 @@ export function demoMac(i: number): string {
 }
 
 export async function startDemo(n: number, log: Logger): Promise<Demo> {
-  const hv = SimHypervisor.create({ pages: 4096 });
+  const hv = SimHypervisor.create({ vifs: n });
   const dom0 = hv.platform(0);
   const vifs: DemoVif[] = [];
   const devices: (Netfront | Netback)[] = [];
