@@ -3,6 +3,7 @@ import { describe, expect, test } from "bun:test";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { Writable } from "node:stream";
 import { NetError, type ByteSink } from "../src/main/index.ts";
 import { decodePcapFile, encodePcapFileHeader, encodePcapRecord, writePcapRecordHeader } from "../src/main/pcap.ts";
 import { simVif } from "./helpers/vif.ts";
@@ -247,6 +248,45 @@ describe("capture on a device", () => {
     vif.frontPlatform.close();
     vif.backPlatform.close();
     vif.dom0.close();
+  });
+
+  test("a Node Writable as the sink: its back-pressure (write() false, then drain) is waited for", async () => {
+    await withPair(async ({ front, back }) => {
+      let arrived = 0;
+      back.listen(() => arrived++);
+      const chunks: Buffer[] = [];
+      let falseReturns = 0;
+      let maxBuffered = 0;
+      const w = new Writable({
+        highWaterMark: 1024,
+        write(chunk: Buffer, _enc, cb) {
+          chunks.push(Buffer.from(chunk));
+          setTimeout(cb, 5);
+        },
+      });
+      const write = w.write.bind(w);
+      w.write = ((b: Uint8Array) => {
+        const ok = write(b);
+        maxBuffered = Math.max(maxBuffered, w.writableLength);
+        if (!ok) falseReturns++;
+        return ok;
+      }) as typeof w.write;
+      const cap = await front.capture(w, { direction: "tx" });
+      const N = 1000;
+      for (let i = 0; i < N; i++) {
+        const f = frame(500, 1, i);
+        while (!front.tryWrite(f)) await front.writable(f.length);
+      }
+      await until(() => arrived === N);
+      const s = await cap.stop();
+      expect(s).toMatchObject({ frames: N, dropped: 0 });
+      expect(falseReturns).toBeGreaterThan(0);
+      // Waiting for drain: beyond its high-water mark the stream holds at most the one write it refused (a chunk, at most 64 KiB).
+      expect(maxBuffered).toBeLessThanOrEqual(1024 + (64 << 10));
+      await new Promise<void>((r) => w.end(r));
+      const { records } = decodePcapFile(Buffer.concat(chunks));
+      expect(records.map((r) => r.data[15]! | (r.data[16]! << 8))).toEqual(Array.from({ length: N }, (_, i) => i));
+    });
   });
 
   test("a sink that throws: the capture ends with its error, the device goes on", async () => {
