@@ -173,22 +173,41 @@ describe("back-tx: one copy call per poll's batch", () => {
     h.close();
   });
 
-  test("a queue that fills in the middle of a batch: the packets before it go out in one call, the rest wait on the ring, none lost", () => {
-    const h = backTxHarness(4096); // 4 records of 1000 bytes fit
+  test("a batch holds at most half the queue's window: the main thread reads one batch while the next is copied", () => {
+    const h = backTxHarness(16384); // window 16 KiB: batches of at most 8 KiB
+    for (let i = 0; i < 10; i++) {
+      h.pages[i]!.set(frame(i, 1500));
+      request(h, { gref: h.refs[i]!, offset: 0, size: 1500, id: i });
+    }
+    h.peer.pushRequests();
+    const sizes: number[] = [];
+    const copy = h.gnttab.copy.bind(h.gnttab);
+    h.gnttab.copy = (segs) => {
+      sizes.push(segs.length);
+      copy(segs);
+    };
+    h.role.poll();
+    expect(sizes).toEqual([5, 5]);
+    expect(drainQueue(h.q).map((x) => x.bytes)).toEqual(Array.from({ length: 10 }, (_, i) => frame(i, 1500)));
+    h.close();
+  });
+
+  test("a queue that fills: the packets that fit go out, the rest wait on the ring, none lost", () => {
+    const h = backTxHarness(4096); // 4 records of 1000 bytes fit; a batch holds 2
     for (let i = 0; i < 10; i++) {
       h.pages[i]!.set(frame(i, 1000));
       request(h, { gref: h.refs[i]!, offset: 0, size: 1000, id: i });
     }
     h.peer.pushRequests();
     let c = counting(h, () => h.role.poll());
-    expect(c).toEqual({ calls: 1, segments: 4 });
+    expect(c).toEqual({ calls: 2, segments: 4 });
     expect(h.role.blocked).toBe(true);
     expect(responses(h).map(([i]) => i)).toEqual([0, 1, 2, 3]);
     const got = drainQueue(h.q).map((x) => x.bytes);
-    for (let round = 0; round < 2; round++) {
+    for (const want of [4, 2]) {
       h.role.woke();
       c = counting(h, () => h.role.poll());
-      expect(c.calls).toBe(1);
+      expect(c.segments).toBe(want);
       got.push(...drainQueue(h.q).map((x) => x.bytes));
     }
     expect(got).toEqual(Array.from({ length: 10 }, (_, i) => frame(i, 1000)));
@@ -327,6 +346,24 @@ describe("back-rx: one copy call per poll's batch", () => {
     const c = counting(h, () => h.role.poll());
     expect(c).toEqual({ calls: 3, segments: 150 });
     expect(sizes).toEqual([64, 64, 22]);
+    expect(received(h).frames).toEqual(sent);
+    h.close();
+  });
+
+  test("a batch holds at most half the queue's window: the main thread refills one half while the other is copied", () => {
+    const h = backRxHarness(16384); // window 16 KiB: batches of at most 8 KiB
+    const sent = Array.from({ length: 10 }, (_, i) => frame(i, 1500));
+    for (const f of sent) expect(h.q.push(f)).toBe(true);
+    for (let i = 0; i < 10; i++) post(h, i);
+    h.peer.pushRequests();
+    const sizes: number[] = [];
+    const copy = h.gnttab.copy.bind(h.gnttab);
+    h.gnttab.copy = (segs) => {
+      sizes.push(segs.length);
+      copy(segs);
+    };
+    h.role.poll();
+    expect(sizes).toEqual([5, 5]);
     expect(received(h).frames).toEqual(sent);
     h.close();
   });

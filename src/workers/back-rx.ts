@@ -27,7 +27,7 @@ import {
 } from "../protocol/index.ts";
 import { pageViews, type GrantTable } from "../platform/types.ts";
 import { Control, Counter } from "./control.ts";
-import { COPY_BATCH_PACKETS, CopyBatch } from "./copy-batch.ts";
+import { COPY_BATCH_PACKETS, CopyBatch, batchBytes } from "./copy-batch.ts";
 import { FrameQueue } from "./frame-queue.ts";
 import { countOversize, dropPacket, queueBell, type PeerNotifier, type QueueBell, type RingRole, type RingWorkerInit } from "./role.ts";
 
@@ -44,6 +44,8 @@ export class BackRx implements RingRole {
   private readonly slots = new Uint8Array(COPY_BATCH_PACKETS);
   private readonly seg0 = new Uint16Array(COPY_BATCH_PACKETS);
   private readonly len = new Uint32Array(COPY_BATCH_PACKETS);
+  /** Frame bytes one batch takes at most (after its first frame). */
+  private readonly maxBatchBytes: number;
   /** The batch stopped with nothing more to take now: the queue is empty, or the buffers ran out. */
   private stopped = false;
   /** The front end's ring broke while gathering (RING_OVERFLOW): thrown once the batch before it is settled. */
@@ -73,6 +75,7 @@ export class BackRx implements RingRole {
     this.maxFrame = Math.min(init.maxFrame, q.maxRecord);
     this.pollMs = init.pollMs ?? 0;
     this.blankOk = init.peerCsumOffload ?? { ipv4: true, ipv6: true };
+    this.maxBatchBytes = batchBytes(q.window);
     this.copies = new CopyBatch(() => ({ source: { buf: q.data, offset: 0 }, dest: { domid: init.peer, ref: 0, offset: 0 }, len: 0 }));
     // A role before us on this queue object may have stopped in the middle of a batch: what
     // it took and never gave back is still queued, and read again from the head.
@@ -109,6 +112,7 @@ export class BackRx implements RingRole {
     const q = this.q;
     const copies = this.copies;
     let taken = 0;
+    let bytes = 0;
     this.n = 0;
     this.stopped = false;
     while (taken < COPY_BATCH_PACKETS) {
@@ -138,7 +142,8 @@ export class BackRx implements RingRole {
         this.stopped = true;
         break;
       }
-      if (!copies.fits(slots)) break;
+      if (!copies.fits(slots) || (bytes > 0 && bytes + len > this.maxBatchBytes)) break;
+      bytes += len;
       const meta = this.checksumFlags(off, len);
       const i = this.n++;
       this.first[i] = r.rspProdPvt;

@@ -25,7 +25,7 @@ import {
 import { pageViews, type GrantTable } from "../platform/types.ts";
 import { Control, Counter } from "./control.ts";
 import { FrameQueue } from "./frame-queue.ts";
-import { COPY_BATCH_PACKETS, CopyBatch } from "./copy-batch.ts";
+import { COPY_BATCH_PACKETS, CopyBatch, batchBytes } from "./copy-batch.ts";
 import { packMeta } from "./frame-meta.ts";
 import { dropPacket, QueueFull, queueBell, type PeerNotifier, type QueueBell, type RingRole, type RingWorkerInit } from "./role.ts";
 
@@ -64,6 +64,8 @@ export class BackTx implements RingRole {
   private readonly err: (ProtocolError | null)[] = new Array<ProtocolError | null>(COPY_BATCH_PACKETS).fill(null);
   /** Every data request id of the batch (a packet has at most fatalSlots of them). */
   private readonly idList: Uint16Array;
+  /** Packet bytes one batch reserves at most (after its first packet). */
+  private readonly maxBatchBytes: number;
   /** A packet that broke the ring's framing, met while gathering: thrown once the batch before it is settled. */
   private fatal: ProtocolError | null = null;
 
@@ -80,6 +82,7 @@ export class BackTx implements RingRole {
     this.ring.attach();
     this.full = new QueueFull(q);
     this.limits = { ...DEFAULT_TX_LIMITS, maxPacketSize: Math.min(init.maxFrame, q.maxRecord, DEFAULT_TX_LIMITS.maxPacketSize) };
+    this.maxBatchBytes = batchBytes(q.window);
     this.idList = new Uint16Array(COPY_BATCH_PACKETS * this.limits.fatalSlots);
     this.copies = new CopyBatch(() => ({ source: { domid: init.peer, ref: 0, offset: 0 }, dest: { buf: q.data, offset: 0 }, len: 0 }));
   }
@@ -110,8 +113,8 @@ export class BackTx implements RingRole {
   /**
    * Parse up to a batch of packets from `avail` published requests, reserving each valid
    * one in the queue and adding its fragments to the copy batch; the slots consumed. Stops
-   * early at a full queue, a packet whose segments would not fit the batch (the next batch
-   * takes it), or a fatal packet (left on the ring, recorded in `fatal`).
+   * early at a full queue, a packet whose segments or bytes would not fit the batch (the next
+   * batch takes it), or a fatal packet (left on the ring, recorded in `fatal`).
    */
   private gather(avail: number): number {
     const r = this.ring;
@@ -119,6 +122,7 @@ export class BackTx implements RingRole {
     const copies = this.copies;
     let used = 0;
     let idn = 0;
+    let bytes = 0;
     this.n = 0;
     while (used < avail && this.n < COPY_BATCH_PACKETS) {
       const p = parseTxPacket(r, r.reqCons, avail - used, this.limits, this.pkt);
@@ -136,12 +140,13 @@ export class BackTx implements RingRole {
         this.extras[i] = p.slots - p.ids.length;
       } else {
         const frags = p.frags;
-        if (!copies.fits(frags.length)) break;
+        if (!copies.fits(frags.length) || (bytes > 0 && bytes + p.size > this.maxBatchBytes)) break;
         const off = q.reserveNext(p.size);
         if (off < 0) {
           this.full.block(p.size);
           break;
         }
+        bytes += p.size;
         this.off[i] = off;
         this.size[i] = p.size;
         this.meta[i] = packMeta(p.flags, p.extras);

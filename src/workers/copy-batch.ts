@@ -16,6 +16,16 @@ export const COPY_BATCH_PACKETS = 64;
  */
 export const COPY_BATCH_SEGMENTS = 256;
 
+/**
+ * Queue bytes one batch may hold at most: half the queue's window. A batch's records reach
+ * the consumer only when it is published (TX), or go back to the producer only when it is
+ * settled (RX); with half the window per batch, the main thread works on one batch while the
+ * worker copies the next, instead of the two taking turns on a full queue.
+ */
+export function batchBytes(window: number): number {
+  return Math.max(1, window >>> 1);
+}
+
 export class CopyBatch {
   /** Every segment object this batch may use, made once (the data path allocates nothing). */
   private readonly pool: CopySegment[];

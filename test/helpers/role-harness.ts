@@ -137,8 +137,8 @@ export function backTxHarness(queueBytes = 1 << 20) {
 }
 
 /** Our BackRx against a scripted front end that posts (or mangles) RX buffers, one page per slot. */
-export function backRxHarness() {
-  const b = build("back-rx", "back", 256, true, 4 << 20, 65549, (i, q, c, k, g, e) => new BackRx(i, q, c, k, g, e));
+export function backRxHarness(queueBytes = 4 << 20) {
+  const b = build("back-rx", "back", 256, true, queueBytes, 65549, (i, q, c, k, g, e) => new BackRx(i, q, c, k, g, e));
   const peer = new FrontRing(b.peerPage, RX_REQUEST_SIZE);
   const reset = () => {
     peer.init();
