@@ -198,3 +198,34 @@ describe("serveAll({ signal })", () => {
     await until(() => m.hv.leaks().length === 0);
   });
 });
+
+describe("serveAll({ accept })", () => {
+  test("only the vifs the filter accepts are served; the others are left alone; a filter that throws refuses, the server goes on", async () => {
+    const m = await machine(3);
+    const [g1, g2, g3] = m.ids as [number, number, number];
+    await m.vif(g1);
+    await m.vif(g2);
+    await m.vif(g3);
+    const server = await Netback.serveAll({
+      platform: m.dom0,
+      logger: silent,
+      accept: (fe) => {
+        if (fe === g3) throw new Error("filter bug");
+        return fe === g1;
+      },
+    });
+    const r = recorder(server);
+    const f1 = await m.connect(g1);
+    await r.next((e) => e.type === "added" && e.frontendDomid === g1);
+    await Bun.sleep(200);
+    expect([...server.vifs.keys()]).toEqual([`${g1}/0`]);
+    // Nobody touched the refused vifs: their back ends are still as the toolstack wrote them.
+    expect(await m.dom0.xenstore.read(`/local/domain/0/backend/vif/${g2}/0/state`)).toBe("1");
+    expect(await m.dom0.xenstore.read(`/local/domain/0/backend/vif/${g3}/0/state`)).toBe("1");
+    await pingPong(server.vifs.get(`${g1}/0`)!, f1);
+    await expect(Netback.serveAll({ platform: m.dom0, logger: silent, accept: 5 as unknown as () => boolean })).rejects.toThrow("BAD_ARGUMENT");
+    await f1.disconnect();
+    await server.close();
+    await until(() => m.hv.leaks().length === 0);
+  });
+});

@@ -24,7 +24,13 @@ export type VifEvent =
   /** Serving a vif failed (a broken front end, say); it is tried again while it exists. */
   | { type: "failed"; frontendDomid: number; devid: number; error: unknown };
 
-export type ServeAllOptions = Omit<NetbackOptions, "frontendDomid" | "devid">;
+export type ServeAllOptions = Omit<NetbackOptions, "frontendDomid" | "devid"> & {
+  /**
+   * Which vifs to serve (default: all). A vif refused is left alone, as if it were not there:
+   * another back end (or our own Netfront's, for a vif whose back end is this domain) has it.
+   */
+  accept?: (frontendDomid: number, devid: number) => boolean;
+};
 
 /** Events kept for an iterator that is not reading, at most (the oldest go first). */
 const EVENT_BUFFER = 1024;
@@ -63,7 +69,9 @@ export class VifServer implements AsyncIterable<VifEvent> {
   /** Start serving every vif of this domain, now and to come. */
   static async start(opts: ServeAllOptions = {}): Promise<VifServer> {
     // The options every Netback will get, checked now (frontendDomid is each vif's).
-    checkBackOptions({ ...opts, frontendDomid: 0 });
+    const { accept, ...netbackOpts } = opts;
+    checkBackOptions({ ...netbackOpts, frontendDomid: 0 });
+    if (accept !== undefined && typeof accept !== "function") throw new NetError("BAD_ARGUMENT", "accept must be a function (frontendDomid, devid) => boolean");
     const signal = opts.signal;
     if (signal?.aborted) throw new NetError("ABORTED", "serveAll was aborted before it started", { cause: signal.reason });
     const platform = opts.platform ?? (await defaultPlatform(0));
@@ -144,7 +152,7 @@ export class VifServer implements AsyncIterable<VifEvent> {
     const present = new Set<string>();
     for (const fe of await list(xs, this.root)) {
       if (!/^\d+$/.test(fe)) continue;
-      for (const dev of await list(xs, `${this.root}/${fe}`)) if (/^\d+$/.test(dev)) present.add(`${fe}/${dev}`);
+      for (const dev of await list(xs, `${this.root}/${fe}`)) if (/^\d+$/.test(dev) && this.accepts(Number(fe), Number(dev))) present.add(`${fe}/${dev}`);
     }
     for (const [key, s] of this.served) {
       if (present.has(key)) continue;
@@ -162,13 +170,31 @@ export class VifServer implements AsyncIterable<VifEvent> {
     }
   }
 
+  /** What each vif's Netback is given (the server's own options taken out). */
+  private netbackOpts(): NetbackOptions {
+    const { accept: _, ...rest } = this.opts;
+    return rest as NetbackOptions;
+  }
+
+  /** The application's filter; one that throws refuses the vif (and is logged), never stops the server. */
+  private accepts(frontendDomid: number, devid: number): boolean {
+    const accept = this.opts.accept;
+    if (accept === undefined) return true;
+    try {
+      return accept(frontendDomid, devid) === true;
+    } catch (e) {
+      this.log.warn({ err: e, frontendDomid, devid }, "the accept filter threw; not serving the vif");
+      return false;
+    }
+  }
+
   /** Serve one vif until it is removed: again after each failure, with a growing pause. */
   private async serveOne(key: string, s: Served): Promise<void> {
     const { frontendDomid, devid } = s;
     while (this.served.get(key) === s && !s.abort.signal.aborted) {
       try {
         const netback = await Netback.serve(
-          { ...this.opts, platform: this.platform, frontendDomid, devid, reconnect: this.opts.reconnect ?? true, signal: s.abort.signal },
+          { ...this.netbackOpts(), platform: this.platform, frontendDomid, devid, reconnect: this.opts.reconnect ?? true, signal: s.abort.signal },
           { handshakeMs: HANDSHAKE_FOREVER_MS },
         );
         if (this.served.get(key) !== s) {
