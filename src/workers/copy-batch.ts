@@ -29,46 +29,53 @@ export function batchBytes(window: number): number {
 export class CopyBatch {
   /** Every segment object this batch may use, made once (the data path allocates nothing). */
   private readonly pool: CopySegment[];
-  /** The segments of the batch being filled: the first `count` of the pool. */
+  /**
+   * What copy() is given: the pool's first segments, as many as the batch has. Its length
+   * changes only when a batch's size does (a steady stream of full batches writes nothing here).
+   */
   private readonly list: CopySegment[] = [];
+  private n = 0;
 
   constructor(make: () => CopySegment) {
     this.pool = Array.from({ length: COPY_BATCH_SEGMENTS }, make);
   }
 
   get count(): number {
-    return this.list.length;
+    return this.n;
   }
 
   /** Room for `n` more segments in this batch. */
   fits(n: number): boolean {
-    return this.list.length + n <= COPY_BATCH_SEGMENTS;
+    return this.n + n <= COPY_BATCH_SEGMENTS;
   }
 
   /** The next segment of the batch, to fill in (sides and length). */
   add(): CopySegment {
-    const s = this.pool[this.list.length]!;
-    this.list.push(s);
-    return s;
+    return this.pool[this.n++]!;
   }
 
   segment(i: number): CopySegment {
-    return this.list[i]!;
+    return this.pool[i]!;
   }
 
   /** Every segment in one call; each one's status is set (a bad one never throws). */
   run(gnttab: GrantTable): void {
-    if (this.list.length > 0) gnttab.copy(this.list);
+    const n = this.n;
+    if (n === 0) return;
+    const list = this.list;
+    if (list.length > n) list.length = n;
+    else while (list.length < n) list.push(this.pool[list.length]!);
+    gnttab.copy(list);
   }
 
   /** The index of the first segment of `[start, start + n)` that failed, or -1. */
   firstFailed(start: number, n: number): number {
-    for (let i = start; i < start + n; i++) if (this.list[i]!.status !== GNTST.okay) return i;
+    for (let i = start; i < start + n; i++) if (this.pool[i]!.status !== GNTST.okay) return i;
     return -1;
   }
 
   /** Empty, for the next batch (the segment objects are kept). */
   clear(): void {
-    this.list.length = 0;
+    this.n = 0;
   }
 }
