@@ -245,6 +245,8 @@ describe("capture on a device", () => {
     expect(s.rx).toBe(4);
     expect(decodePcapFile(sink.bytes()).records).toHaveLength(4);
     expect((front as unknown as { tap: unknown }).tap).toBeNull();
+    // A capture on a closed device is refused with why it closed.
+    expect(await front.capture(memorySink()).then(() => "started", (e: unknown) => (e instanceof NetError ? e.code : String(e)))).toBe("DISCONNECTED");
     vif.frontPlatform.close();
     vif.backPlatform.close();
     vif.dom0.close();

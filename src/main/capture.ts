@@ -115,7 +115,9 @@ export class CaptureTap {
 export async function startCapture(slot: TapSlot, sink: CaptureSink, opts: CaptureOptions = {}): Promise<Capture> {
   const o = checkOptions(sink, opts);
   const out = typeof sink === "string" ? await openFileSink(sink) : wrapSink(sink);
+  const onAbort = () => void session.stop();
   const session = new CaptureSession(o, out, () => {
+    o.signal?.removeEventListener("abort", onAbort);
     const tap = slot.get();
     if (tap !== null && tap.remove(session)) slot.set(null);
   });
@@ -126,7 +128,7 @@ export async function startCapture(slot: TapSlot, sink: CaptureSink, opts: Captu
   let tap = slot.get();
   if (tap === null) slot.set((tap = new CaptureTap()));
   tap.add(session);
-  o.signal?.addEventListener("abort", () => void session.stop(), { once: true });
+  o.signal?.addEventListener("abort", onAbort, { once: true });
   return session;
 }
 

@@ -260,9 +260,11 @@ export abstract class NetDevice {
 
   /**
    * Capture this device's frames as pcap (see capture.ts): sent ones when a write queues them,
-   * received ones when they are delivered. Resolves once the sink is open.
+   * received ones when they are delivered. Resolves once the sink is open; on a closed device
+   * it rejects with why it closed (nothing more would come).
    */
   capture(sink: CaptureSink, opts?: CaptureOptions): Promise<Capture> {
+    if (this.closedError !== null) return Promise.reject(this.closedError);
     return startCapture(this.tapSlot, sink, opts);
   }
 
