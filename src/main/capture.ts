@@ -67,6 +67,8 @@ export interface Capture extends AsyncDisposable {
 export interface TapSlot {
   get(): CaptureTap | null;
   set(tap: CaptureTap | null): void;
+  /** The device has closed for good (no frame will come, and endAll has run). */
+  closed(): boolean;
 }
 
 type Fill = (dst: Uint8Array, offset: number) => void;
@@ -121,7 +123,8 @@ export async function startCapture(slot: TapSlot, sink: CaptureSink, opts: Captu
     const tap = slot.get();
     if (tap !== null && tap.remove(session)) slot.set(null);
   });
-  if (o.signal?.aborted) {
+  // Aborted already, or the device closed while the file was opening: a capture of nothing.
+  if (o.signal?.aborted || slot.closed()) {
     void session.stop();
     return session;
   }

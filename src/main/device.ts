@@ -111,7 +111,7 @@ export abstract class NetDevice {
   };
   /** The captures running on this device (capture.ts); null when none: then the data path's only cost. */
   private tap: CaptureTap | null = null;
-  private readonly tapSlot = { get: () => this.tap, set: (t: CaptureTap | null) => void (this.tap = t) };
+  private readonly tapSlot = { get: () => this.tap, set: (t: CaptureTap | null) => void (this.tap = t), closed: () => this.closedError !== null };
   private readonly iterators = new Set<FrameBuffer>();
   private baseline: NetStats = zeroStats();
   /** Set once the device can no longer send or receive. */
