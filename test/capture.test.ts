@@ -6,25 +6,9 @@ import { join } from "node:path";
 import { Writable } from "node:stream";
 import { NetError, type ByteSink } from "../src/main/index.ts";
 import { decodePcapFile, encodePcapFileHeader, encodePcapRecord, writePcapRecordHeader } from "../src/main/pcap.ts";
-import { simVif } from "./helpers/vif.ts";
+import { simVif, withSimPair } from "./helpers/vif.ts";
 import { until } from "./helpers/until.ts";
 
-type Pair = Awaited<ReturnType<Awaited<ReturnType<typeof simVif>>["pair"]>>;
-
-async function withPair(fn: (p: Pair) => Promise<void>): Promise<void> {
-  const vif = await simVif();
-  const pair = await vif.pair();
-  try {
-    await fn(pair);
-  } finally {
-    await pair.front.disconnect();
-    await pair.back.disconnect();
-    vif.frontPlatform.close();
-    vif.backPlatform.close();
-    vif.dom0.close();
-  }
-  expect(vif.hv.leaks()).toEqual([]);
-}
 
 /** A frame of `len` bytes that says which it is: tag in byte 14, sequence in 15..16, a pattern after. */
 function frame(len: number, tag: number, seq: number): Uint8Array {
@@ -82,7 +66,7 @@ describe("pcap encoder", () => {
 
 describe("capture on a device", () => {
   test("both directions, every write form, in order and byte for byte; stop ends it and frees the data path", async () => {
-    await withPair(async ({ front, back }) => {
+    await withSimPair(async ({ front, back }) => {
       const got: Uint8Array[] = [];
       front.listen((f) => got.push(f.slice()));
       let backGot = 0;
@@ -173,7 +157,7 @@ describe("capture on a device", () => {
   });
 
   test("direction, count and signal: only what was asked, and it ends by itself", async () => {
-    await withPair(async ({ front, back }) => {
+    await withSimPair(async ({ front, back }) => {
       front.listen(() => {});
       back.listen(() => {});
       const onlyRx = memorySink();
@@ -202,7 +186,7 @@ describe("capture on a device", () => {
   });
 
   test("a slow sink: frames that do not fit the buffer are left out and counted; the device carries every one", async () => {
-    await withPair(async ({ front, back }) => {
+    await withSimPair(async ({ front, back }) => {
       let arrived = 0;
       back.listen(() => arrived++);
       const chunks: Uint8Array[] = [];
@@ -253,7 +237,7 @@ describe("capture on a device", () => {
   });
 
   test("a Node Writable as the sink: its back-pressure (write() false, then drain) is waited for", async () => {
-    await withPair(async ({ front, back }) => {
+    await withSimPair(async ({ front, back }) => {
       let arrived = 0;
       back.listen(() => arrived++);
       const chunks: Buffer[] = [];
@@ -292,7 +276,7 @@ describe("capture on a device", () => {
   });
 
   test("a sink that throws: the capture ends with its error, the device goes on", async () => {
-    await withPair(async ({ front, back }) => {
+    await withSimPair(async ({ front, back }) => {
       let arrived = 0;
       back.listen(() => arrived++);
       const cap = await front.capture({
@@ -312,7 +296,7 @@ describe("capture on a device", () => {
   test("a file of many chunks (the capture reuses its buffers for a file): every record intact, in order", async () => {
     const dir = mkdtempSync(join(tmpdir(), "capture-"));
     try {
-      await withPair(async ({ front, back }) => {
+      await withSimPair(async ({ front, back }) => {
         let arrived = 0;
         back.listen(() => arrived++);
         const path = join(dir, "many.pcap");
@@ -339,7 +323,7 @@ describe("capture on a device", () => {
   test("a file path: the file holds the pcap; bad options are BAD_ARGUMENT naming the option", async () => {
     const dir = mkdtempSync(join(tmpdir(), "capture-"));
     try {
-      await withPair(async ({ front, back }) => {
+      await withSimPair(async ({ front, back }) => {
         back.listen(() => {});
         const path = join(dir, "x.pcap");
         await using cap = await front.capture(path, { direction: "tx" });

@@ -6,28 +6,14 @@ import { NetError, type Netback, type Netfront } from "../src/main/index.ts";
 import type { EventChannels } from "../src/platform/types.ts";
 import { Control, createControlState } from "../src/workers/control.ts";
 import { runRole } from "../src/workers/role-loop.ts";
-import { silent, simVif } from "./helpers/vif.ts";
+import { silent, simVif, withSimPair } from "./helpers/vif.ts";
 import { until } from "./helpers/until.ts";
 
 
-async function withPair(fn: (p: Awaited<ReturnType<Awaited<ReturnType<typeof simVif>>["pair"]>>) => Promise<void>): Promise<void> {
-  const vif = await simVif();
-  const pair = await vif.pair();
-  try {
-    await fn(pair);
-  } finally {
-    await pair.front.disconnect();
-    await pair.back.disconnect();
-    vif.frontPlatform.close();
-    vif.backPlatform.close();
-    vif.dom0.close();
-  }
-  expect(vif.hv.leaks()).toEqual([]);
-}
 
 describe("device API", () => {
   test("sizes: typed errors below 14 bytes and above the direction's limit; the limits themselves pass", async () => {
-    await withPair(async ({ front, back }) => {
+    await withSimPair(async ({ front, back }) => {
       const err = async (p: Promise<void>) => p.then(() => "no error", (e: unknown) => (e instanceof NetError ? e.code : String(e)));
       expect(await err(front.write(new Uint8Array(13)))).toBe("FRAME_TOO_SHORT");
       expect(await err(front.write(new Uint8Array(65536)))).toBe("FRAME_TOO_LONG");
@@ -50,7 +36,7 @@ describe("device API", () => {
   });
 
   test("writev gathers parts; writeWith hands a zeroed view of exactly the size asked", async () => {
-    await withPair(async ({ front, back }) => {
+    await withSimPair(async ({ front, back }) => {
       const got: Uint8Array[] = [];
       back.listen((f) => got.push(f.slice()));
       // Dirty the queue memory first, so zeroing is observable.
@@ -101,7 +87,7 @@ describe("device API", () => {
   });
 
   test("checksum flags cross in both directions and are exposed to the receiver, as shared frozen infos", async () => {
-    await withPair(async ({ front, back }) => {
+    await withSimPair(async ({ front, back }) => {
       const atBack: unknown[] = [];
       const atFront: unknown[] = [];
       back.listen((_, info) => atBack.push(info));
@@ -133,7 +119,7 @@ describe("device API", () => {
   });
 
   test("resetStats starts the counters again from zero", async () => {
-    await withPair(async ({ front, back }) => {
+    await withSimPair(async ({ front, back }) => {
       let n = 0;
       back.listen(() => n++);
       await front.write(new Uint8Array(100));
@@ -151,7 +137,7 @@ describe("device API", () => {
   });
 
   test("backpressure: with nobody receiving, writes wait without spinning the main thread; nothing is lost", async () => {
-    await withPair(async ({ front, back }) => {
+    await withSimPair(async ({ front, back }) => {
       const frame = new Uint8Array(8192);
       let done = 0;
       let pending: Promise<void>[] = [];
@@ -176,7 +162,7 @@ describe("device API", () => {
   }, 30_000);
 
   test("a listener that throws is logged; other listeners and later frames still get through", async () => {
-    await withPair(async ({ front, back }) => {
+    await withSimPair(async ({ front, back }) => {
       let good = 0;
       back.listen(() => {
         throw new Error("listener bug");
@@ -368,7 +354,7 @@ describe("default platform", () => {
 
 describe("nobody listening", () => {
   test("frames that arrive after the last listener left wait in the queue for the next one", async () => {
-    await withPair(async ({ front, back }) => {
+    await withSimPair(async ({ front, back }) => {
       const first: number[] = [];
       const off = back.listen((f) => first.push(f[0]!));
       await front.write(new Uint8Array(60).fill(1));
@@ -386,7 +372,7 @@ describe("nobody listening", () => {
 
 describe("tryWrite and writable", () => {
   test("tryWrite queues without a promise, says false when the queue is full, and writable() says when to offer again", async () => {
-    await withPair(async ({ front, back }) => {
+    await withSimPair(async ({ front, back }) => {
       expect(() => front.tryWrite(new Uint8Array(10))).toThrow(/FRAME_TOO_SHORT/);
       const frame = new Uint8Array(8192);
       let queued = 0;

@@ -4,25 +4,9 @@
  */
 import { describe, expect, test } from "bun:test";
 import { NetError, type Netback, type Netfront } from "../src/main/index.ts";
-import { simVif } from "./helpers/vif.ts";
+import { simVif, withSimPair } from "./helpers/vif.ts";
 import { until } from "./helpers/until.ts";
 
-type Pair = { front: Netfront; back: Netback };
-
-async function withPair(fn: (p: Pair) => Promise<void>): Promise<void> {
-  const vif = await simVif();
-  const pair = await vif.pair();
-  try {
-    await fn(pair);
-  } finally {
-    await pair.front.disconnect();
-    await pair.back.disconnect();
-    vif.frontPlatform.close();
-    vif.backPlatform.close();
-    vif.dom0.close();
-  }
-  expect(vif.hv.leaks()).toEqual([]);
-}
 
 /** Write `n` numbered frames from `dev` without waiting on each (the writes queue behind each other). */
 function sendNumbered(dev: Netback | Netfront, n: number): Promise<void[]> {
@@ -53,7 +37,7 @@ const seq = (f: Uint8Array) => new DataView(f.buffer, f.byteOffset, f.byteLength
 
 describe("bounded buffering", () => {
   test("a listener and an iterator nobody reads: receiving pauses (bounded), nothing is lost, all arrives once read", async () => {
-    await withPair(async ({ front, back }) => {
+    await withSimPair(async ({ front, back }) => {
       const N = 20_000;
       let heard = 0;
       front.listen(() => heard++);
@@ -80,7 +64,7 @@ describe("bounded buffering", () => {
   }, 30_000);
 
   test("two iterators, one behind: the other is held back with it, neither loses a frame", async () => {
-    await withPair(async ({ front, back }) => {
+    await withSimPair(async ({ front, back }) => {
       const N = 12_000;
       const slow = front.frames();
       const fast = front.frames();
@@ -108,7 +92,7 @@ describe("bounded buffering", () => {
   }, 30_000);
 
   test("an iterator that is ended no longer holds receiving back", async () => {
-    await withPair(async ({ front, back }) => {
+    await withSimPair(async ({ front, back }) => {
       const N = 10_000;
       let heard = 0;
       front.listen(() => heard++);
@@ -125,7 +109,7 @@ describe("bounded buffering", () => {
 
 describe("AbortSignal", () => {
   test("frames({ signal }) ends the iteration when aborted, and at once when already aborted", async () => {
-    await withPair(async ({ front, back }) => {
+    await withSimPair(async ({ front, back }) => {
       const ac = new AbortController();
       const got: number[] = [];
       const done = (async () => {
@@ -143,7 +127,7 @@ describe("AbortSignal", () => {
   });
 
   test("write({ signal }) aborted while it waits for room: rejects with ABORTED and is never sent; earlier and later frames are", async () => {
-    await withPair(async ({ front, back }) => {
+    await withSimPair(async ({ front, back }) => {
       // Nobody reads at the back end yet: the ring and the queue fill, and writes wait.
       const writes: Promise<void>[] = [];
       let i = 0;
@@ -178,7 +162,7 @@ describe("AbortSignal", () => {
   });
 
   test("writable({ signal }) rejects with ABORTED when aborted while the queue is full", async () => {
-    await withPair(async ({ front, back }) => {
+    await withSimPair(async ({ front, back }) => {
       await fillUp(front, () => new Uint8Array(1514));
       const ac = new AbortController();
       const w = front.writable(1514, { signal: AbortSignal.any([ac.signal, AbortSignal.timeout(5000)]) });

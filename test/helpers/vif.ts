@@ -31,3 +31,25 @@ export async function simVif(opts: { devid?: number; sim?: Parameters<typeof Sim
     },
   };
 }
+
+export type SimPair = Awaited<ReturnType<Awaited<ReturnType<typeof simVif>>["pair"]>>;
+
+/**
+ * Run `fn` on a connected pair of a fresh simulated vif, then disconnect both ends, close the
+ * platforms and check that nothing leaked (the end of every device test).
+ */
+export async function withSimPair(fn: (p: SimPair) => Promise<void>): Promise<void> {
+  const vif = await simVif();
+  const pair = await vif.pair();
+  try {
+    await fn(pair);
+  } finally {
+    await pair.front.disconnect();
+    await pair.back.disconnect();
+    vif.frontPlatform.close();
+    vif.backPlatform.close();
+    vif.dom0.close();
+  }
+  const leaks = vif.hv.leaks();
+  if (leaks.length > 0) throw new Error(`leaked: ${JSON.stringify(leaks)}`);
+}
