@@ -13,3 +13,4 @@ export * from "./tx-packet.ts";
 export * from "./rx-packet.ts";
 export * from "./xenbus.ts";
 export * from "./checksum.ts";
+export * from "./tcp-segment.ts";
