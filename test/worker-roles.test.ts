@@ -16,6 +16,7 @@ import {
 import { Counter } from "../src/workers/control.ts";
 import { metaGso } from "../src/workers/frame-meta.ts";
 import { backTxHarness, drainQueue, frontRxHarness } from "./helpers/role-harness.ts";
+import { packet } from "./helpers/packets.ts";
 
 describe("front-rx against a scripted back end", () => {
   /** Fill the next posted buffer with `bytes` (as a grant copy would) and answer in its slot. */
@@ -37,14 +38,16 @@ describe("front-rx against a scripted back end", () => {
   test("a GSO extra reaches the frame's info; fragments are joined in order", () => {
     const h = frontRxHarness();
     expect(h.peer.unconsumedRequests()).toBe(256); // every buffer posted at start
-    answer(h, new Uint8Array(4096).fill(1), NETRXF.extraInfo | NETRXF.moreData | NETRXF.csumBlank);
+    // A GSO frame is a TCP packet of its type (else it is dropped: see gso-hostile.test.ts).
+    const frame = packet({ tcp: true, payload: 5000 - 54 });
+    answer(h, frame.subarray(0, 4096), NETRXF.extraInfo | NETRXF.moreData | NETRXF.csumBlank);
     extraSlot(h, 1448);
-    answer(h, new Uint8Array(904).fill(2), 0);
+    answer(h, frame.subarray(4096), 0);
     h.peer.pushResponses();
     expect(h.role.poll()).toBe(true);
     const [f] = drainQueue(h.q);
     expect(f!.bytes.length).toBe(5000);
-    expect([f!.bytes[0], f!.bytes[4095], f!.bytes[4096], f!.bytes[4999]]).toEqual([1, 1, 2, 2]);
+    expect(f!.bytes).toEqual(frame);
     expect(metaGso(f!.meta)).toEqual({ type: GSO_TYPE.tcpv4, size: 1448 });
     expect(f!.meta & NETRXF.csumBlank).toBe(NETRXF.csumBlank);
     expect(h.ctl.get(Counter.extras)).toBe(1);
@@ -113,15 +116,16 @@ describe("back-tx against a scripted front end", () => {
 
   test("a GSO extra after the first request: frame info carries it; the extra slot is answered NULL", () => {
     const h = backTxHarness();
-    h.pages[0]!.fill(3, 0, 4096);
-    h.pages[1]!.fill(4, 0, 1000);
+    const frame = packet({ v6: true, tcp: true, payload: 5096 - 74 });
+    h.pages[0]!.set(frame.subarray(0, 4096));
+    h.pages[1]!.set(frame.subarray(4096));
     request(h, { page: 0, size: 5096, flags: NETTXF.extraInfo | NETTXF.moreData | NETTXF.csumBlank, id: 10 });
     encodeExtraInfo(h.peer.view, h.peer.slotOffset(h.peer.reqProdPvt++), { type: EXTRA_TYPE.gso, size: 1460, gsoType: GSO_TYPE.tcpv6, features: 0 }, false);
     request(h, { page: 1, size: 1000, flags: 0, id: 11 });
     h.peer.pushRequests();
     h.role.poll();
     const [f] = drainQueue(h.q);
-    expect([f!.bytes.length, f!.bytes[0], f!.bytes[4096], f!.bytes[5095]]).toEqual([5096, 3, 4, 4]);
+    expect(f!.bytes).toEqual(frame);
     expect(metaGso(f!.meta)).toEqual({ type: GSO_TYPE.tcpv6, size: 1460 });
     expect(f!.meta & NETTXF.csumBlank).toBe(NETTXF.csumBlank);
     expect(responses(h)).toEqual([[10, NETIF_RSP.okay], [10, NETIF_RSP.null], [11, NETIF_RSP.okay]]);

@@ -16,7 +16,9 @@ import {
   NETRXF,
   RX_REQUEST_SIZE,
   RX_RESPONSE,
+  EXTRA_TYPE,
   decodeRxRequest,
+  encodeExtraInfo,
   encodeRxResponse,
   fillChecksum,
   l3Of,
@@ -29,6 +31,7 @@ import { pageViews, type GrantTable } from "../platform/types.ts";
 import { Control, Counter } from "./control.ts";
 import { COPY_BATCH_PACKETS, CopyBatch, batchBytes } from "./copy-batch.ts";
 import { FrameQueue } from "./frame-queue.ts";
+import { metaGso } from "./frame-meta.ts";
 import { countOversize, dropPacket, queueBell, type PeerNotifier, type QueueBell, type RingRole, type RingWorkerInit } from "./role.ts";
 
 export class BackRx implements RingRole {
@@ -44,6 +47,9 @@ export class BackRx implements RingRole {
   private readonly slots = new Uint8Array(COPY_BATCH_PACKETS);
   private readonly seg0 = new Uint16Array(COPY_BATCH_PACKETS);
   private readonly len = new Uint32Array(COPY_BATCH_PACKETS);
+  /** 1 when the frame's second response slot is its GSO extra (the gap slot), else 0. */
+  private readonly gap = new Uint8Array(COPY_BATCH_PACKETS);
+  private readonly gsoExtra = { type: EXTRA_TYPE.gso, size: 0, gsoType: 0, features: 0 };
   /** Frame bytes one batch takes at most (after its first frame). */
   private readonly maxBatchBytes: number;
   /** The batch stopped with nothing more to take now: the queue is empty, or the buffers ran out. */
@@ -129,6 +135,11 @@ export class BackRx implements RingRole {
         continue;
       }
       const slots = rxSlotsFor(len);
+      // A GSO frame (queued only for a front end that offered its type) takes one more
+      // request: the response in that slot is the GSO extra, not data (Linux netback's gap
+      // slot), so each data response still sits in the slot of the buffer it filled.
+      const gso = metaGso(this.q.recordMeta(off));
+      const gap = gso === null ? 0 : 1;
       let posted: number;
       try {
         posted = r.unconsumedRequests();
@@ -137,8 +148,8 @@ export class BackRx implements RingRole {
         this.fatal = e;
         break;
       }
-      if (posted < slots) {
-        this.needSlots = slots;
+      if (posted < slots + gap) {
+        this.needSlots = slots + gap;
         this.stopped = true;
         break;
       }
@@ -150,6 +161,7 @@ export class BackRx implements RingRole {
       this.slots[i] = slots;
       this.seg0[i] = copies.count;
       this.len[i] = len;
+      this.gap[i] = gap;
       for (let k = 0, pos = 0; k < slots; k++, pos += GRANT_PAGE_SIZE) {
         decodeRxRequest(r.view, r.slotOffset(r.reqCons), this.req);
         r.reqCons = (r.reqCons + 1) >>> 0;
@@ -160,11 +172,20 @@ export class BackRx implements RingRole {
         // Remember the id in the response slot now; the status is known after the copy.
         this.rsp.id = this.req.id;
         this.rsp.offset = 0;
-        this.rsp.flags = (k === 0 ? meta : 0) | (k < slots - 1 ? NETRXF.moreData : 0);
+        this.rsp.flags = (k === 0 ? meta | (gap ? NETRXF.extraInfo : 0) : 0) | (k < slots - 1 ? NETRXF.moreData : 0);
         this.rsp.status = s.len;
         encodeRxResponse(r.view, r.slotOffset(r.rspProdPvt), this.rsp);
         r.rspProdPvt = (r.rspProdPvt + 1) >>> 0;
+        if (k === 0 && gso !== null) {
+          // The gap slot: its request is consumed, its buffer unused, its response the extra.
+          r.reqCons = (r.reqCons + 1) >>> 0;
+          this.gsoExtra.size = gso.size;
+          this.gsoExtra.gsoType = gso.type;
+          encodeExtraInfo(r.view, r.slotOffset(r.rspProdPvt), this.gsoExtra, false);
+          r.rspProdPvt = (r.rspProdPvt + 1) >>> 0;
+        }
       }
+      if (gso !== null) this.ctl.add(Counter.extras, 1);
       q.take(off);
       taken++;
     }
@@ -183,7 +204,9 @@ export class BackRx implements RingRole {
         // The guest posted a buffer we cannot write: every slot of this frame says ERROR,
         // so the front end drops the frame whole.
         const first = this.first[i]!;
-        for (let k = 0; k < slots; k++) r.view.setInt16(r.slotOffset(first + k) + RX_RESPONSE.status, NETIF_RSP.error, true);
+        const gap = this.gap[i]!;
+        // (The gap slot holds the extra, not a status: it is skipped.)
+        for (let k = 0; k < slots; k++) r.view.setInt16(r.slotOffset(first + (k === 0 ? 0 : k + gap)) + RX_RESPONSE.status, NETIF_RSP.error, true);
         const s = copies.segment(failed);
         const ref = (s.dest as { ref: number }).ref;
         dropPacket(this.ctl, this.onError, new ProtocolError("BAD_GREF", `rx_request.gref`, ref, `grant copy to the front end failed with GNTST ${s.status}`));

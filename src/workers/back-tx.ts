@@ -26,7 +26,7 @@ import { pageViews, type GrantTable } from "../platform/types.ts";
 import { Control, Counter } from "./control.ts";
 import { FrameQueue } from "./frame-queue.ts";
 import { COPY_BATCH_PACKETS, CopyBatch, batchBytes } from "./copy-batch.ts";
-import { packMeta } from "./frame-meta.ts";
+import { badGsoFrame, packMeta } from "./frame-meta.ts";
 import { dropPacket, QueueFull, queueBell, type PeerNotifier, type QueueBell, type RingRole, type RingWorkerInit } from "./role.ts";
 
 /** A fatal peer error: the worker stops on it. */
@@ -195,7 +195,14 @@ export class BackTx implements RingRole {
       const size = this.size[i]!;
       const seg0 = this.seg0[i]!;
       const failed = copies.firstFailed(seg0, this.segs[i]!);
-      if (failed < 0) {
+      const badGso = failed < 0 ? badGsoFrame(q.data, off, size, this.meta[i]!, "tx_extra_info.gso") : null;
+      if (badGso !== null) {
+        // Taken from the ring (answered OKAY, as Linux netback answers before its checksum
+        // setup drops such a packet) but not delivered: dropped and counted.
+        q.dropAt(off, size);
+        dropPacket(this.ctl, this.onError, badGso);
+        this.respond(this.id0[i]!, this.ids[i]!, extras, NETIF_RSP.okay);
+      } else if (failed < 0) {
         q.commitAt(off, size, this.meta[i]!);
         this.ctl.add(Counter.packets, 1);
         this.ctl.add(Counter.bytes, size);

@@ -22,7 +22,7 @@ import { AddressedBytes, copyBetween } from "../platform/copy-bytes.ts";
 import { pageViews } from "../platform/types.ts";
 import { Control, Counter } from "./control.ts";
 import { FrameQueue } from "./frame-queue.ts";
-import { packMeta } from "./frame-meta.ts";
+import { badGsoFrame, packMeta } from "./frame-meta.ts";
 import { dropPacket, PUBLISH_EVERY, QueueFull, queueBell, type PeerNotifier, type QueueBell, type RingRole, type RingWorkerInit } from "./role.ts";
 
 export class FrontRx implements RingRole {
@@ -135,7 +135,16 @@ export class FrontRx implements RingRole {
         copyBetween(this.qData, pos, page, f.offset, f.size);
         pos += f.size;
       }
-      q.commit(off, p.size, packMeta(p.flags, p.extras));
+      const meta = packMeta(p.flags, p.extras);
+      const badGso = p.extras.length === 0 ? null : badGsoFrame(q.data, off, p.size, meta, "rx_extra_info.gso");
+      if (badGso !== null) {
+        // Not committed: the next reserve takes the room back.
+        dropPacket(this.ctl, this.onError, badGso);
+        this.consume(p.slots);
+        avail -= p.slots;
+        continue;
+      }
+      q.commit(off, p.size, meta);
       if (p.extras.length > 0) this.ctl.add(Counter.extras, 1);
       this.ctl.add(Counter.packets, 1);
       this.ctl.add(Counter.bytes, p.size);

@@ -12,7 +12,9 @@ import {
   NETTXF,
   ProtocolError,
   TX_REQUEST_SIZE,
+  EXTRA_TYPE,
   checkTxStatus,
+  encodeExtraInfo,
   decodeTxResponse,
   encodeTxRequest,
   type TxRequest,
@@ -22,6 +24,7 @@ import { AddressedBytes, copyBetween } from "../platform/copy-bytes.ts";
 import { pageViews } from "../platform/types.ts";
 import { Control, Counter } from "./control.ts";
 import { FrameQueue } from "./frame-queue.ts";
+import { metaGso } from "./frame-meta.ts";
 import { dropOversize, PUBLISH_EVERY, queueBell, type PeerNotifier, type QueueBell, type RingRole, type RingWorkerInit } from "./role.ts";
 
 export class FrontTx implements RingRole {
@@ -37,6 +40,7 @@ export class FrontTx implements RingRole {
   private readonly inFlight: Uint8Array;
   private readonly req: TxRequest = { gref: 0, offset: 0, flags: 0, id: 0, size: 0 };
   private readonly rsp: TxResponse = { id: 0, status: 0 };
+  private readonly gsoExtra = { type: EXTRA_TYPE.gso, size: 0, gsoType: 0, features: 0 };
   /** Largest frame this session may send: one page without the back end's feature-sg, never over a u16. */
   private readonly maxFrame: number;
 
@@ -123,7 +127,10 @@ export class FrontTx implements RingRole {
     if (off < 0) return false;
     const len = this.q.recordLength(off);
     // An oversize frame "fits": the next poll drops it.
-    return len > this.maxFrame || this.free.length >= Math.max(1, Math.ceil(len / GRANT_PAGE_SIZE));
+    if (len > this.maxFrame) return true;
+    const slots = Math.max(1, Math.ceil(len / GRANT_PAGE_SIZE));
+    if (this.free.length < slots) return false;
+    return this.ring.freeRequests() >= slots + (metaGso(this.q.recordMeta(off)) === null ? 0 : 1);
   }
 
   /** Move whole frames from the queue onto the ring while pages last. */
@@ -143,7 +150,14 @@ export class FrontTx implements RingRole {
       }
       const slots = Math.max(1, Math.ceil(len / GRANT_PAGE_SIZE));
       if (this.free.length < slots) break;
-      const csum = q.recordMeta(off) & (NETTXF.csumBlank | NETTXF.dataValidated);
+      const meta = q.recordMeta(off);
+      // A GSO frame (the main thread queued it only for a back end that offered its type):
+      // the first request flagged extra_info, then one GSO extra slot, which holds no page
+      // but a ring entry, answered NULL.
+      const gso = metaGso(meta);
+      // Extra slots hold ring entries but no page: pages alone no longer bound the ring.
+      if (r.freeRequests() < slots + (gso !== null ? 1 : 0)) break;
+      const csum = (meta & (NETTXF.csumBlank | NETTXF.dataValidated)) | (gso !== null ? NETTXF.extraInfo : 0);
       for (let i = 0, pos = 0; i < slots; i++, pos += GRANT_PAGE_SIZE) {
         const page = this.free.pop()!;
         const chunk = Math.min(GRANT_PAGE_SIZE, len - pos);
@@ -158,7 +172,14 @@ export class FrontTx implements RingRole {
         req.flags = (i === 0 ? csum : 0) | (i < slots - 1 ? NETTXF.moreData : 0);
         encodeTxRequest(r.view, r.slotOffset(r.reqProdPvt), req);
         r.reqProdPvt = (r.reqProdPvt + 1) >>> 0;
+        if (i === 0 && gso !== null) {
+          this.gsoExtra.size = gso.size;
+          this.gsoExtra.gsoType = gso.type;
+          encodeExtraInfo(r.view, r.slotOffset(r.reqProdPvt), this.gsoExtra, false);
+          r.reqProdPvt = (r.reqProdPvt + 1) >>> 0;
+        }
       }
+      if (gso !== null) this.ctl.add(Counter.extras, 1);
       q.release(off);
       this.ctl.add(Counter.packets, 1);
       this.ctl.add(Counter.bytes, len);
