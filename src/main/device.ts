@@ -17,6 +17,7 @@ import type { RoleHandle } from "./role-handle.ts";
 import { FrameQueue, type FrameQueueState } from "../workers/frame-queue.ts";
 import { describeThrown } from "./thrown.ts";
 import { startCapture, type Capture, type CaptureOptions, type CaptureSink, type CaptureTap } from "./capture.ts";
+import { checkGso, makePartial, planGso, type CheckedGso, type GsoOption } from "./gso.ts";
 
 /** Checksum state of a frame, as the netif flags carry it. */
 export interface FrameInfo {
@@ -31,6 +32,12 @@ export interface FrameInfo {
 export type WriteOptions = Partial<Pick<FrameInfo, "csumBlank" | "dataValidated">> & {
   /** Give up the write while it waits for room (rejects with ABORTED; it is not sent). */
   signal?: AbortSignal;
+  /**
+   * A TCP frame larger than one segment (up to 65535 bytes, 65549 from a Netback): sent as one
+   * GSO packet when the peer offered GSO of its type, else cut into `size`-byte segments here.
+   * `info.gso` of a received frame may be passed as it is. See gso.ts.
+   */
+  gso?: GsoOption | { type: number; size: number } | null;
 };
 
 export interface NetStats {
@@ -171,6 +178,7 @@ export abstract class NetDevice {
     if (!(frame instanceof Uint8Array)) return Promise.reject(new NetError("BAD_ARGUMENT", "write takes a Uint8Array"));
     const signal = signalOf(opts);
     if (signal === false) return Promise.reject(new NetError("BAD_ARGUMENT", "write: signal must be an AbortSignal"));
+    if (opts?.gso != null) return this.sendGso(frame, opts, signal, "write");
     return this.writerFor(frame).write(frame.byteLength, this.sendFlags.encode(opts), this.tapTx((dst, off) => dst.set(frame, off), frame.byteLength), signal);
   }
 
@@ -180,6 +188,7 @@ export abstract class NetDevice {
    */
   tryWrite(frame: Uint8Array, opts?: WriteOptions): boolean {
     if (!(frame instanceof Uint8Array)) throw new NetError("BAD_ARGUMENT", "tryWrite takes a Uint8Array");
+    if (opts?.gso != null) return this.offerGso(frame, opts);
     this.pending = frame;
     try {
       return this.writerFor(frame).offer(frame.byteLength, this.sendFlags.encode(opts), this.tap === null ? this.fillPending : this.tap.tx(this.fillPending, frame.byteLength));
@@ -208,6 +217,7 @@ export abstract class NetDevice {
     const signal = signalOf(opts);
     if (signal === false) return Promise.reject(new NetError("BAD_ARGUMENT", "writev: signal must be an AbortSignal"));
     const len = parts.reduce((n, p) => n + p.byteLength, 0);
+    if (opts?.gso != null) return this.sendGso(joined(parts, len), opts, signal, "writev");
     // The flow is in the headers: the first part that holds 64 bytes, or a joined copy.
     const head = parts[0] !== undefined && parts[0].byteLength >= Math.min(64, len) ? parts[0] : joined(parts, Math.min(64, len));
     return this.writerFor(head).write(
@@ -232,6 +242,17 @@ export abstract class NetDevice {
     if (typeof fill !== "function") return Promise.reject(new NetError("BAD_ARGUMENT", "writeWith takes a fill callback"));
     const signal = signalOf(opts);
     if (signal === false) return Promise.reject(new NetError("BAD_ARGUMENT", "writeWith: signal must be an AbortSignal"));
+    if (opts?.gso != null) {
+      // A GSO frame is read whole (to plan it): filled into a buffer of its own.
+      if (typeof len !== "number" || !Number.isInteger(len) || len < 0 || len > 0x10000 + ETH_HLEN) return Promise.reject(new NetError("BAD_ARGUMENT", `writeWith: a GSO frame's length must be 0..${0x10000 + ETH_HLEN}, got ${String(len)}`));
+      const buf = new Uint8Array(len);
+      try {
+        fill(buf);
+      } catch (e) {
+        return Promise.reject(e);
+      }
+      return this.sendGso(buf, opts, signal, "writeWith");
+    }
     const meta = this.sendFlags.encode(opts);
     if (this.senders.length <= 1) {
       return this.writers[0]!.write(
@@ -266,6 +287,61 @@ export abstract class NetDevice {
   capture(sink: CaptureSink, opts?: CaptureOptions): Promise<Capture> {
     if (this.closedError !== null) return Promise.reject(this.closedError);
     return startCapture(this.tapSlot, sink, opts);
+  }
+
+  /** Whether the peer takes GSO of `type` (1 tcpv4, 2 tcpv6) in this session; the ends say. */
+  protected peerTakesGso(_type: number): boolean {
+    return false;
+  }
+
+  /** Which ring we send on: a Netfront's TX (its flags), a Netback's RX. */
+  protected abstract readonly sendDir: "tx" | "rx";
+
+  /** The GSO plan for a write (see gso.ts); throws NetError naming what is wrong. */
+  private gsoPlan(frame: Uint8Array, opts: WriteOptions, method: string): { gso: CheckedGso; plan: ReturnType<typeof planGso> } {
+    const gso = checkGso(opts.gso, method)!;
+    const plan = planGso(frame, gso, opts.csumBlank === true, { takes: this.peerTakesGso(gso.type), dir: this.sendDir, maxFrame: this.maxFrameSize }, method);
+    return { gso, plan };
+  }
+
+  /** write/writev/writeWith with a `gso` option: one GSO packet, or its segments in order. */
+  private sendGso(frame: Uint8Array, opts: WriteOptions, signal: AbortSignal | undefined, method: string): Promise<void> {
+    let plan: ReturnType<typeof planGso>;
+    try {
+      plan = this.gsoPlan(frame, opts, method).plan;
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    const w = this.writerFor(frame);
+    if (plan.wire) {
+      const len = frame.byteLength;
+      const fill = plan.partial ? (dst: Uint8Array, off: number) => (dst.set(frame, off), makePartial(dst, off, len)) : (dst: Uint8Array, off: number) => dst.set(frame, off);
+      return w.write(len, plan.meta, this.tapTx(fill, len), signal);
+    }
+    const meta = plan.meta;
+    return Promise.all(plan.segments.map((s) => w.write(s.byteLength, meta, this.tapTx((dst, off) => dst.set(s, off), s.byteLength), signal))).then(() => {});
+  }
+
+  /**
+   * tryWrite with a `gso` option. Whole: as tryWrite. In segments: true once the first is
+   * queued, and the rest are queued behind it in order (waiting for room if they must: a
+   * frame is taken whole or not at all).
+   */
+  private offerGso(frame: Uint8Array, opts: WriteOptions): boolean {
+    const { plan } = this.gsoPlan(frame, opts, "tryWrite");
+    const w = this.writerFor(frame);
+    if (plan.wire) {
+      const len = frame.byteLength;
+      const fill = (dst: Uint8Array, off: number) => {
+        dst.set(frame, off);
+        if (plan.partial) makePartial(dst, off, len);
+      };
+      return w.offer(len, plan.meta, this.tapTx(fill, len));
+    }
+    const [first, ...rest] = plan.segments;
+    if (!w.offer(first!.byteLength, plan.meta, this.tapTx((dst, off) => dst.set(first!, off), first!.byteLength))) return false;
+    for (const s of rest) void w.write(s.byteLength, plan.meta, this.tapTx((dst, off) => dst.set(s, off), s.byteLength)).catch(() => {});
+    return true;
   }
 
   /** The fill as given, or followed by a copy to the captures when any runs. */

@@ -28,7 +28,9 @@ import { awaitPeerKeys, Deadline, setState, waitForState } from "./xenbus/wait.t
 export const NETBACK_MAC = Uint8Array.of(0xfe, 0xff, 0xff, 0xff, 0xff, 0xff);
 /** What we offer; `maxQueues` as asked (multi-queue-max-queues), split channels unless told not to. */
 function features(ctx: DeviceContext): BackendFeatures {
-  return { sg: ctx.scatterGather, gsoTcpv4: false, gsoTcpv6: false, splitEventChannels: ctx.splitEventChannels, maxQueues: ctx.queues.length };
+  // GSO packets come in several slots: offered with scatter-gather only.
+  const gso = ctx.gso && ctx.scatterGather;
+  return { sg: ctx.scatterGather, gsoTcpv4: gso, gsoTcpv6: gso, splitEventChannels: ctx.splitEventChannels, maxQueues: ctx.queues.length };
 }
 
 export interface NetbackOptions {
@@ -70,6 +72,12 @@ export interface NetbackOptions {
    */
   scatterGather?: boolean;
   /**
+   * GSO (default true): write feature-gso-tcpv4/v6=1, so the peer may send us TCP frames of up to 64 KiB (received with info.gso), and send a write's
+   * `gso` frame as one packet where the peer offered that type (else it goes in segments cut
+   * here). False: the keys say 0 and no GSO packet is ever sent. Needs scatter-gather.
+   */
+  gso?: boolean;
+  /**
    * Aborts the serve while it is in progress (it rejects with HandshakeError ABORTED, leaving
    * nothing behind); once it has resolved, the signal has no effect.
    */
@@ -100,6 +108,7 @@ export class Netback extends SessionDevice<BackSession> {
   }
 
   protected readonly role = "netback";
+  protected readonly sendDir = "rx";
   protected get peerDomid(): number {
     return this.frontendId;
   }
@@ -275,7 +284,11 @@ async function openSession(ctx: DeviceContext): Promise<BackSession> {
     await setState(xs, backPath, XenbusState.Connected);
     const split = info.queues[0]!.eventChannel.split;
     log.info({ frontendPath: info.frontendPath, peerMac: formatMac(info.mac), mtu, sendMax, recvMax, queues: info.queues.length, split, sg: info.features.sg, rxNotify: info.features.rxNotify }, "connected");
-    return { info, senders, receivers, resources: res, sendMax, mtu };
+    // GSO to the front end only where it offered it (its keys say what it can receive), the
+    // packet may take several slots, and it takes the blank checksum a GSO packet carries.
+    const gsoOk = ctx.gso && sg;
+    const gso = { tcpv4: gsoOk && info.features.gsoTcpv4 && !info.features.noCsumOffload, tcpv6: gsoOk && info.features.gsoTcpv6 && info.features.ipv6CsumOffload };
+    return { info, senders, receivers, resources: res, sendMax, mtu, gso };
   } catch (e) {
     await res.run(log);
     if (!nothingToTell(e)) await giveUp(xs, backPath);

@@ -79,6 +79,12 @@ export interface NetfrontOptions {
    */
   scatterGather?: boolean;
   /**
+   * GSO (default true): write feature-gso-tcpv4/v6=1, so the peer may send us TCP frames of up to 64 KiB (received with info.gso), and send a write's
+   * `gso` frame as one packet where the peer offered that type (else it goes in segments cut
+   * here). False: the keys say 0 and no GSO packet is ever sent. Needs scatter-gather.
+   */
+  gso?: boolean;
+  /**
    * Aborts the connect while it is in progress (it rejects with HandshakeError ABORTED, leaving
    * nothing behind); once it has resolved, the signal has no effect.
    */
@@ -117,6 +123,7 @@ export class Netfront extends SessionDevice<FrontSession> {
   }
 
   protected readonly role = "netfront";
+  protected readonly sendDir = "tx";
   protected get peerDomid(): number {
     return this.backendId;
   }
@@ -287,14 +294,18 @@ async function openSession(ctx: DeviceContext): Promise<FrontSession> {
       keys.push({ txRingRef: txRing.refs[0]!, rxRingRef: rxRing.refs[0]!, eventChannel: split ? { tx: sender.port, rx: receiver.port } : sender.port });
     }
     if (ctx.abort.signal.aborted) throw new NetError("DISCONNECTED", "the device was disconnected while connecting");
+    // We take GSO packets (up to 64 KiB, in several slots) unless told not to, or without scatter-gather.
+    const receiveGso = ctx.gso && ctx.scatterGather;
     await publishFrontend(
       xs,
       frontPath,
-      { queues: keys, features: { sg: ctx.scatterGather, gsoTcpv4: false, gsoTcpv6: false, rxNotify: true, noCsumOffload: false, ipv6CsumOffload: true } },
+      { queues: keys, features: { sg: ctx.scatterGather, gsoTcpv4: receiveGso, gsoTcpv6: receiveGso, rxNotify: true, noCsumOffload: false, ipv6CsumOffload: true } },
       { numQueuesKey: info.features.multiQueue },
     );
     log.info({ backend: info.backendPath, mac: formatMac(info.mac), mtu, sendMax, recvMax, queues, split, sg: info.features.sg }, "connected");
-    return { info, senders, receivers, resources: res, sendMax, mtu };
+    // GSO to the back end only where it offered it and the packet may take several slots.
+    const gso = { tcpv4: ctx.gso && sg && info.features.gsoTcpv4, tcpv6: ctx.gso && sg && info.features.gsoTcpv6 };
+    return { info, senders, receivers, resources: res, sendMax, mtu, gso };
   } catch (e) {
     await res.run(log);
     // Tell the back end, unless nothing was negotiated yet (it would not be listening).

@@ -32,6 +32,8 @@ export interface CheckedOptions {
   splitEventChannels: boolean;
   /** Offer scatter-gather (feature-sg): receive packets of several slots. */
   scatterGather: boolean;
+  /** Offer GSO (feature-gso-tcpv4/v6) and send GSO packets to a peer that offers it. */
+  gso: boolean;
   /** Aborts the connect (or serve) while it is in progress; no effect once it resolved. */
   signal: AbortSignal | undefined;
 }
@@ -122,6 +124,7 @@ function common(o: Record<string, unknown>, reconnectDefault: boolean): CheckedO
     reconnect: boolean(o, "reconnect", reconnectDefault),
     splitEventChannels: boolean(o, "splitEventChannels", true),
     scatterGather: boolean(o, "scatterGather", true),
+    gso: boolean(o, "gso", true),
     signal: signal(o.signal),
   };
 }

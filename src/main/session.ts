@@ -64,6 +64,8 @@ export interface DeviceContext {
   splitEventChannels: boolean;
   /** We offer scatter-gather (the option): the peer may send us packets of several slots. */
   scatterGather: boolean;
+  /** We offer GSO and send it where the peer offers it (the option). */
+  gso: boolean;
   /** A Netfront's data pages per direction over all queues (NetfrontOptions.dataPages). */
   dataPages: number;
   /** Our hold on the device; released when it closes for good. */
@@ -90,6 +92,8 @@ export interface Session {
   /** Largest frame we may send in this session, Ethernet header included. */
   sendMax: number;
   mtu: number;
+  /** The peer takes GSO packets of each type from us in this session (it offered them, and we may send them). */
+  gso: { tcpv4: boolean; tcpv6: boolean };
 }
 
 /**
@@ -188,6 +192,7 @@ export function createContext(
     spinMicros: opts.spinMicros,
     splitEventChannels: opts.splitEventChannels,
     scatterGather: opts.scatterGather,
+    gso: opts.gso,
     dataPages: 0,
     ...hold,
     events: {
@@ -281,6 +286,10 @@ export abstract class SessionDevice<S extends Session> extends NetDevice {
 
   get maxFrameSize(): number {
     return this.session.sendMax;
+  }
+
+  protected override peerTakesGso(type: number): boolean {
+    return type === 1 ? this.session.gso.tcpv4 : type === 2 && this.session.gso.tcpv6;
   }
 
   /**
