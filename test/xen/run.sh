@@ -64,11 +64,11 @@ fi
 
 set +e
 timeout -k 5 "$((tbound + budget))" qemu-system-x86_64 \
-  -accel tcg,thread=multi -cpu max,-smap,-smep -smp 2 -m 2048 \
+  -accel tcg,thread=${XEN_RIG_TCG_THREAD:-multi} -cpu max,-smap,-smep${XEN_RIG_CPU_EXTRA:-} -smp 2 -m 2048 \
   -display none -nodefaults -no-reboot -monitor none -nic none \
   -serial "file:$serial" \
   -kernel "$img/xen" \
-  -append "console=com1 com1=115200,8n1 dom0_mem=1024M,max:1024M dom0_max_vcpus=2" \
+  -append "console=com1 com1=115200,8n1 dom0_mem=1024M,max:1024M dom0_max_vcpus=2${XEN_RIG_XEN_EXTRA:-}" \
   -initrd "$img/vmlinux $cmdline,$img/dom0.cpio" \
   -virtfs "local,path=$repo,mount_tag=host0,security_model=none,id=host0" \
   -virtfs "local,path=$run/result,mount_tag=result0,security_model=none,id=result0" \

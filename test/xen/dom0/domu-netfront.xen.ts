@@ -7,7 +7,9 @@
  * xenstore directory. The first ping must be answered at once: a Linux netfront in a domU once
  * saw none of our frames for its first 5-11 s.
  *
- * Not in CI yet (`test/xen/run.sh test/xen/domu-test.sh` runs it), for a crash: in 6 of 8 runs
+ * Not in CI (`test/xen/run.sh test/xen/domu-test.sh` runs it): the emulated machine crashes dom0
+ * processes while a PV domU with a vif boots, with Linux netback as well (test/xen/domu-env.sh;
+ * test/xen/README.md). Seen before that was known: in 6 of 8 runs
  * the dom0 Bun process died (SIGSEGV at a reference-count increment, `lock addl $2,(%rax)`, in
  * a thread just started; SIGABRT or SIGILL in others), during the handshake or after the guest
  * went away; never in the dom0-only tests, never with Linux netback serving the domU. The first
