@@ -12,7 +12,8 @@
  * test/xen/README.md). Seen before that was known: in 6 of 8 runs
  * the dom0 Bun process died (SIGSEGV at a reference-count increment, `lock addl $2,(%rax)`, in
  * a thread just started; SIGABRT or SIGILL in others), during the handshake or after the guest
- * went away; never in the dom0-only tests, never with Linux netback serving the domU. The first
+ * went away; never in the dom0-only tests (Linux netback serving the domU looked clean then;
+ * domu-env.sh has since shown xl create and md5sum crashing with it). The first
  * ping: the domU's eth0 comes up before our Netback is Connected, and Linux netfront sends
  * nothing until then, so its first frames waited for our handshake (7 s once: the pool's
  * threads started only after the front end was ready; they now start while we wait for it).
