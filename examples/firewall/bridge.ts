@@ -181,6 +181,8 @@ function send(p: Port, frame: Uint8Array, info: FrameInfo): void {
     return;
   }
   try {
+    // The frame's info goes on as its write options: the checksum flags, and info.gso (a GSO
+    // frame from one peer is sent whole to a port whose peer offered GSO, in segments to others).
     if (p.device.tryWrite(frame, info)) p.counters.out++;
     else p.counters.droppedFull++;
   } catch {
