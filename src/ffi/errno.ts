@@ -8,17 +8,24 @@ import { getSystemErrorName } from "node:util";
 import { PlatformError, type PlatformErrorCode } from "./platform-error.ts";
 
 /**
+ * Linux errnos the drivers can return that libuv's table (os.constants.errno and
+ * getSystemErrorName) does not have, or not both ways: the C cross-check holds them to <errno.h>.
+ */
+const LINUX_ONLY: Readonly<Record<string, number>> = { EBADFD: 77, ESHUTDOWN: 108 };
+const LINUX_ONLY_NAMES: Readonly<Record<number, string>> = Object.fromEntries(Object.entries(LINUX_ONLY).map(([k, v]) => [v, k]));
+
+/**
  * name → errno number: the platform's own table (os.constants.errno). The ffi layer runs only
  * on Linux (real Xen), where these are the kernel's numbers; C's <errno.h> is cross-checked
  * against them in test/xen-xenstore-wire.test.ts.
  */
-export const ERRNO: Readonly<Record<string, number>> = constants.errno;
+export const ERRNO: Readonly<Record<string, number>> = { ...LINUX_ONLY, ...constants.errno };
 
 /** The name of an errno number (util.getSystemErrorName); `E<n>` for one the system does not know. */
 export function errnoName(errno: number): string {
   if (!Number.isInteger(errno) || errno <= 0) return `E${errno}`;
   const name = getSystemErrorName(-errno);
-  return /^E[A-Z0-9]+$/.test(name) ? name : `E${errno}`;
+  return /^E[A-Z0-9]+$/.test(name) ? name : (LINUX_ONLY_NAMES[errno] ?? `E${errno}`);
 }
 
 const SAME: ReadonlySet<string> = new Set<PlatformErrorCode>([
