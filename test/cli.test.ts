@@ -122,7 +122,7 @@ describe("bun-xen-net CLI", () => {
       ["back", 2, 0, "Connected", "Connected", "00:16:3e:00:01:02", 9000],
       ["back", 3, 0, "Connected", "Connected", "00:16:3e:00:01:03", 1500],
     ]);
-    expect(vifs[1]!.features).toEqual({ sg: true, splitEventChannels: true, queues: 2, maxQueues: 2, csumIpv4: true, csumIpv6: true, gsoTcpv4: false, gsoTcpv6: false, rxNotify: true });
+    expect(vifs[1]!.features).toEqual({ sg: true, splitEventChannels: true, queues: 2, maxQueues: 2, csumIpv4: true, csumIpv6: true, gsoTcpv4: true, gsoTcpv6: true, rxNotify: true });
     expect(vifs[0]!.features.queues).toBe(1);
 
     const most = await cli("list", "--demo", "32", "--json");
