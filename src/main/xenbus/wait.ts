@@ -35,7 +35,9 @@ export class Deadline {
   }
 
   remaining(): number {
-    return Math.max(0, Math.ceil(this.end - performance.now()));
+    // Clamped: with the longest budget, end − now can round up past it (2^31 seen in the rig,
+    // which the next step's Deadline refused with a RangeError).
+    return Math.min(MAX_TIMEOUT_MS, Math.max(0, Math.ceil(this.end - performance.now())));
   }
 
   /** Options for the next wait: what is left of the budget, the same signal. */
