@@ -31,8 +31,13 @@ const SLOTS_PER_WORKER = 1 << 15;
 const IDLE_STOP_MS = 2000;
 /** A stopping worker that has not ended within this long is terminated. */
 const EXIT_WAIT_MS = 5000;
-/** A worker that does not take a ring within this long is taken for dead. */
-const ADD_TIMEOUT_MS = 15_000;
+/**
+ * A worker that does not take a ring within this long is taken for dead. (A worker that died
+ * is known at once, by its close event; this bounds one that hangs.) Generous: under software
+ * emulation, four threads starting at once took more than 15 s, and a handshake that fails
+ * for that is one a Linux netfront does not retry.
+ */
+const ADD_TIMEOUT_MS = 60_000;
 
 export type RingKind = "tx" | "rx";
 
