@@ -1,7 +1,6 @@
 /** A netback and a netfront connected on a fresh simulated hypervisor, for benchmarks. */
 import pino from "pino";
 import { Netback, Netfront, SimHypervisor, createVif } from "../src/main/index.ts";
-import type { NetDevice } from "../src/main/device.ts";
 
 export interface Pair {
   front: Netfront;
@@ -30,35 +29,5 @@ export async function devicePair(): Promise<Pair> {
   };
 }
 
-/** Sends batches from `from` and resolves when `to` has received each whole batch. */
-export class Flow {
-  private received = 0;
-  private target = 0;
-  private done: (() => void) | null = null;
-  private readonly frame: Uint8Array;
-
-  constructor(
-    private readonly from: NetDevice,
-    to: NetDevice,
-    size: number,
-  ) {
-    this.frame = new Uint8Array(size).map((_, i) => i);
-    to.listen(() => {
-      if (++this.received >= this.target && this.done !== null) {
-        const d = this.done;
-        this.done = null;
-        d();
-      }
-    });
-  }
-
-  async batch(n: number): Promise<void> {
-    this.target = this.received + n;
-    const arrived = new Promise<void>((r) => (this.done = r));
-    for (let i = 0; i < n; i++) {
-      while (!this.from.tryWrite(this.frame)) await this.from.writable(this.frame.length);
-    }
-    if (this.received < this.target) await arrived;
-    else this.done = null;
-  }
-}
+/** Batches of frames from one device to the other (the same loop as the CLI's bench). */
+export { Flow } from "../src/cli/flow.ts";

@@ -5,7 +5,8 @@
  * has received all of them (as bench/device-pair.ts does for `bun run bench`).
  */
 import { measure } from "mitata";
-import type { Capture, CaptureStats, NetDevice } from "../main/index.ts";
+import { Flow } from "./flow.ts";
+import type { Capture, CaptureStats } from "../main/index.ts";
 import { cliLogger, hostKind, selfPair } from "./host.ts";
 import { formatTable } from "./table.ts";
 import { intListOption, parse, secondsOption, UsageError } from "./usage.ts";
@@ -24,6 +25,9 @@ domain creates to itself (front and back both here), destroyed afterwards.
                  keep up with are left out of it and counted as dropped)
   --json         one JSON document instead of the table
   -h, --help     this text`;
+
+/** A batch that has not arrived by then never will: the bench fails instead of hanging. */
+const BATCH_TIMEOUT_MS = 10_000;
 
 /** Frames per measured batch: enough that a batch takes milliseconds, few enough for many samples. */
 const BATCH = 2000;
@@ -59,7 +63,7 @@ export async function benchCommand(argv: string[]): Promise<number> {
         ["front->back", pair.front, pair.back],
         ["back->front", pair.back, pair.front],
       ] as const) {
-        const flow = new Flow(from, to, size);
+        const flow = new Flow(from, to, size, BATCH_TIMEOUT_MS);
         await flow.batch(BATCH); // warm up the path before anything is timed
         const stats = await measure(() => flow.batch(BATCH), { min_cpu_time: seconds * 1e9 });
         flow.close();
@@ -85,55 +89,4 @@ export async function benchCommand(argv: string[]): Promise<number> {
     if (captured !== null) console.log(`captured ${captured.frames} frames to ${capturePath} while measuring (${captured.dropped} dropped: the file did not keep up)`);
   }
   return 0;
-}
-
-/** A batch that has not arrived by then never will: the bench fails instead of hanging. */
-const BATCH_TIMEOUT_MS = 10_000;
-
-async function withTimeout<T>(p: Promise<T>, ms: number, what: () => string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    return await Promise.race([p, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(what())), ms)))]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-/** Sends batches from `from`; a batch is done when `to` has received every frame of it. */
-class Flow {
-  private received = 0;
-  private target = 0;
-  private done: (() => void) | null = null;
-  private readonly frame: Uint8Array;
-  private readonly unlisten: () => void;
-
-  constructor(
-    private readonly from: NetDevice,
-    to: NetDevice,
-    size: number,
-  ) {
-    this.frame = new Uint8Array(size).map((_, i) => i);
-    this.frame.fill(0xff, 0, 6);
-    this.unlisten = to.listen(() => {
-      if (++this.received >= this.target && this.done !== null) {
-        const d = this.done;
-        this.done = null;
-        d();
-      }
-    });
-  }
-
-  async batch(n: number): Promise<void> {
-    this.target = this.received + n;
-    const arrived = new Promise<void>((r) => (this.done = r));
-    for (let i = 0; i < n; i++) {
-      while (!this.from.tryWrite(this.frame)) await this.from.writable(this.frame.length);
-    }
-    if (this.received < this.target) await withTimeout(arrived, BATCH_TIMEOUT_MS, () => `${this.target - this.received} of ${n} frames did not arrive within ${BATCH_TIMEOUT_MS / 1000} s`);
-    else this.done = null;
-  }
-
-  close(): void {
-    this.unlisten();
-  }
 }

@@ -28,14 +28,15 @@ export function l3Of(b: Uint8Array, off: number, len: number): { l3: L3; at: num
 }
 
 /** Ones'-complement sum of `len` bytes at `at`, added to `sum` (not folded). */
-function sum16(b: Uint8Array, at: number, len: number, sum: number): number {
+export function sum16(b: Uint8Array, at: number, len: number, sum: number): number {
   let i = 0;
   for (; i + 1 < len; i += 2) sum += (b[at + i]! << 8) | b[at + i + 1]!;
   if (i < len) sum += b[at + i]! << 8;
   return sum;
 }
 
-function fold(sum: number): number {
+/** Fold a ones'-complement sum to 16 bits. */
+export function fold(sum: number): number {
   while (sum > 0xffff) sum = (sum & 0xffff) + Math.floor(sum / 0x10000);
   return sum;
 }

@@ -10,7 +10,7 @@
  * advanced by the payload before it; FIN and PSH kept only on the last, CWR only on the
  * first; the TCP checksum complete over pseudo-header and segment.
  */
-import { l3Of } from "./checksum.ts";
+import { fold, l3Of, sum16 } from "./checksum.ts";
 
 export const GSO_TCPV4 = 1;
 export const GSO_TCPV6 = 2;
@@ -100,19 +100,6 @@ export function parseTcpFrame(b: Uint8Array, off: number, len: number, type?: nu
   const tcpLen = (b[tcp + 12]! >> 4) * 4;
   if (tcpLen < 20 || tcpLen > l4len) return new SegmentError("BAD_HEADER", "tcp.data_offset", tcpLen, `expected 20..${Math.min(60, l4len)} bytes of TCP header`);
   return { type: family, ip: ip - off, ipLen, tcp: tcp - off, tcpLen, payload: tcp - off + tcpLen, payloadLen: l4len - tcpLen };
-}
-
-/** Ones'-complement sum of `len` bytes at `at`, added to `sum` (not folded). */
-function sum16(b: Uint8Array, at: number, len: number, sum: number): number {
-  let i = 0;
-  for (; i + 1 < len; i += 2) sum += (b[at + i]! << 8) | b[at + i + 1]!;
-  if (i < len) sum += b[at + i]! << 8;
-  return sum;
-}
-
-function fold(sum: number): number {
-  while (sum > 0xffff) sum = (sum & 0xffff) + Math.floor(sum / 0x10000);
-  return sum;
 }
 
 function put16(b: Uint8Array, at: number, v: number): void {
