@@ -8,7 +8,7 @@ import { expect, test } from "bun:test";
 import type { SimGrantTable } from "../src/platform/sim/grant-table.ts";
 import type { NetDevice } from "../src/main/device.ts";
 import { until } from "./helpers/until.ts";
-import { simVif } from "./helpers/vif.ts";
+import { withSimPair } from "./helpers/vif.ts";
 
 const N = 2000;
 
@@ -32,10 +32,8 @@ async function burst(from: NetDevice, to: NetDevice, len: number): Promise<Uint8
 }
 
 test(`through the pool, both directions: ${N} frames each copied exactly once, byte-exact and in order, in batches`, async () => {
-  const vif = await simVif();
-  const { back, front } = await vif.pair();
-  const g = vif.dom0.gnttab as SimGrantTable;
-  try {
+  await withSimPair(async ({ back, front, vif }) => {
+    const g = vif.dom0.gnttab as SimGrantTable;
     for (const [dir, from, to] of [["tx", front, back], ["rx", back, front]] as const) {
       for (const len of [64, 1514]) {
         const before = g.copyCounts();
@@ -52,12 +50,5 @@ test(`through the pool, both directions: ${N} frames each copied exactly once, b
         expect(calls).toBeLessThan(N);
       }
     }
-  } finally {
-    await front.disconnect();
-    await back.disconnect();
-    vif.frontPlatform.close();
-    vif.backPlatform.close();
-    vif.dom0.close();
-  }
-  expect(vif.hv.leaks()).toEqual([]);
+  });
 }, 60_000);

@@ -127,9 +127,7 @@ describe("capture on a device", () => {
   });
 
   test("two queues: frames filled in scratch (writeWith) or gathered (writev) are captured as queued", async () => {
-    const vif = await simVif();
-    const { front, back } = await vif.pair({ queues: 2 });
-    try {
+    await withSimPair(async ({ front, back }) => {
       expect(front.queues).toBe(2);
       let arrived = 0;
       back.listen(() => arrived++);
@@ -147,13 +145,7 @@ describe("capture on a device", () => {
       expect(front.queueStats().every((q) => q.txPackets > 0)).toBe(true);
       await cap.stop();
       expect(decodePcapFile(sink.bytes()).records.map((r) => hex(r.data))).toEqual(sent);
-    } finally {
-      await front.disconnect();
-      await back.disconnect();
-      vif.frontPlatform.close();
-      vif.backPlatform.close();
-      vif.dom0.close();
-    }
+    }, { queues: 2 });
   });
 
   test("direction, count and signal: only what was asked, and it ends by itself", async () => {

@@ -7,18 +7,9 @@ import { describe, expect, test } from "bun:test";
 import { FrameQueue, createFrameQueueState } from "../src/workers/frame-queue.ts";
 import { batchRules } from "./fixtures/queue-batch-rules.ts";
 import { Rng } from "./helpers/prng.ts";
+import { frame, pop } from "./helpers/queue-records.ts";
 
-function frame(seq: number, len: number) {
-  return Uint8Array.from({ length: len }, (_, i) => (seq * 31 + i * 7) & 0xff);
-}
 
-function pop(q: FrameQueue): { bytes: Uint8Array; meta: number } | null {
-  const off = q.peek();
-  if (off < 0) return null;
-  const out = { bytes: q.data.slice(off, off + q.recordLength(off)), meta: q.recordMeta(off) };
-  q.release(off);
-  return out;
-}
 
 describe("frame queue batches", () => {
   test("a batch is invisible until published, then its committed records come out in order and its holes not at all", () => {

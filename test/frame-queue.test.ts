@@ -1,19 +1,9 @@
 import { describe, expect, test } from "bun:test";
 import { FrameQueue, createFrameQueueState } from "../src/workers/frame-queue.ts";
 import { Rng } from "./helpers/prng.ts";
+import { frame, pop } from "./helpers/queue-records.ts";
 
-function frame(seq: number, len: number): Uint8Array {
-  return Uint8Array.from({ length: len }, (_, i) => (seq * 31 + i * 7) & 0xff);
-}
 
-/** Take the next record: its bytes (a copy) and meta, or null. */
-function pop(q: FrameQueue): { bytes: Uint8Array; meta: number } | null {
-  const off = q.peek();
-  if (off < 0) return null;
-  const out = { bytes: q.data.slice(off, off + q.recordLength(off)), meta: q.recordMeta(off) };
-  q.release(off);
-  return out;
-}
 
 describe("frame queue", () => {
   test("records come out in order, byte-exact, through thousands of wraps and skips", () => {

@@ -35,14 +35,15 @@ export async function simVif(opts: { devid?: number; sim?: Parameters<typeof Sim
 export type SimPair = Awaited<ReturnType<Awaited<ReturnType<typeof simVif>>["pair"]>>;
 
 /**
- * Run `fn` on a connected pair of a fresh simulated vif, then disconnect both ends, close the
- * platforms and check that nothing leaked (the end of every device test).
+ * Run `fn` on a connected pair of a fresh simulated vif (the front end with `front` options),
+ * then disconnect both ends, close the platforms and check that nothing leaked (the end of
+ * every device test).
  */
-export async function withSimPair(fn: (p: SimPair) => Promise<void>): Promise<void> {
+export async function withSimPair(fn: (p: SimPair & { vif: Awaited<ReturnType<typeof simVif>> }) => Promise<void>, front: Partial<NetfrontOptions> = {}): Promise<void> {
   const vif = await simVif();
-  const pair = await vif.pair();
+  const pair = await vif.pair(front);
   try {
-    await fn(pair);
+    await fn({ ...pair, vif });
   } finally {
     await pair.front.disconnect();
     await pair.back.disconnect();
