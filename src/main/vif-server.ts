@@ -58,7 +58,9 @@ export class VifServer implements AsyncIterable<VifEvent> {
 
   private constructor(
     private readonly platform: Platform,
-    private readonly opts: ServeAllOptions,
+    /** What each vif's Netback is given: the options less the server's own (signal, accept). */
+    private readonly opts: Omit<ServeAllOptions, "signal" | "accept">,
+    private readonly accept: ServeAllOptions["accept"],
     private readonly log: Logger,
     /** We opened the platform (none was given): it closes with the server. */
     private readonly ownsPlatform = false,
@@ -69,15 +71,13 @@ export class VifServer implements AsyncIterable<VifEvent> {
   /** Start serving every vif of this domain, now and to come. */
   static async start(opts: ServeAllOptions = {}): Promise<VifServer> {
     // The options every Netback will get, checked now (frontendDomid is each vif's).
-    const { accept, ...netbackOpts } = opts;
-    checkBackOptions({ ...netbackOpts, frontendDomid: 0 });
+    const { accept, signal, ...perVif } = opts;
+    checkBackOptions({ ...perVif, signal, frontendDomid: 0 });
     if (accept !== undefined && typeof accept !== "function") throw new NetError("BAD_ARGUMENT", "accept must be a function (frontendDomid, devid) => boolean");
-    const signal = opts.signal;
     if (signal?.aborted) throw new NetError("ABORTED", "serveAll was aborted before it started", { cause: signal.reason });
     const platform = opts.platform ?? (await defaultPlatform(0));
     // The signal is the server's, not each vif's: it closes the server (and every vif served).
-    const { signal: _, ...perVif } = opts;
-    const server = new VifServer(platform, perVif, loggerFor(opts.logger, { end: "vif-server", domid: platform.domid }), opts.platform === undefined);
+    const server = new VifServer(platform, perVif, accept, loggerFor(opts.logger, { end: "vif-server", domid: platform.domid }), opts.platform === undefined);
     const rescan = serialized(() => server.rescan());
     try {
       server.watch = await platform.xenstore.watch(server.root, `vif-server#${platform.domid}`, rescan);
@@ -170,15 +170,9 @@ export class VifServer implements AsyncIterable<VifEvent> {
     }
   }
 
-  /** What each vif's Netback is given (the server's own options taken out). */
-  private netbackOpts(): NetbackOptions {
-    const { accept: _, ...rest } = this.opts;
-    return rest as NetbackOptions;
-  }
-
   /** The application's filter; one that throws refuses the vif (and is logged), never stops the server. */
   private accepts(frontendDomid: number, devid: number): boolean {
-    const accept = this.opts.accept;
+    const accept = this.accept;
     if (accept === undefined) return true;
     try {
       return accept(frontendDomid, devid) === true;
@@ -194,7 +188,7 @@ export class VifServer implements AsyncIterable<VifEvent> {
     while (this.served.get(key) === s && !s.abort.signal.aborted) {
       try {
         const netback = await Netback.serve(
-          { ...this.netbackOpts(), platform: this.platform, frontendDomid, devid, reconnect: this.opts.reconnect ?? true, signal: s.abort.signal },
+          { ...this.opts, platform: this.platform, frontendDomid, devid, reconnect: this.opts.reconnect ?? true, signal: s.abort.signal },
           { handshakeMs: HANDSHAKE_FOREVER_MS },
         );
         if (this.served.get(key) !== s) {
