@@ -13,7 +13,7 @@ import { availableParallelism } from "node:os";
 import { configurePool, createVif, destroyVif, type Netback } from "../../../src/main/index.ts";
 import { createXenPlatform } from "../../../src/platform/xen/platform.ts";
 import { Firewall } from "../../../examples/firewall/firewall.ts";
-import { must, sh, unloadModule, until } from "./shell.ts";
+import { must, netdevOf, sh, unloadModule, until } from "./shell.ts";
 
 const logger = pino({ level: process.env.XEN_TEST_LOG ?? "info" });
 const IPC = "/usr/sbin/ip";
@@ -22,12 +22,6 @@ const SIDES = [
   { devid: 43, mac: "00:16:3e:00:00:63", ns: "fga", ip: "10.99.31.1" },
   { devid: 44, mac: "00:16:3e:00:00:64", ns: "fgb", ip: "10.99.31.2" },
 ];
-
-async function netdevOf(mac: string): Promise<string> {
-  let dev = "";
-  await until(async () => (dev = (await sh(`for n in /sys/class/net/*; do [ "$(cat $n/address)" = "${mac}" ] && echo \${n##*/}; done`)).out.trim()) !== "", 20_000, `netdev ${mac}`);
-  return dev;
-}
 
 interface Run {
   mbps: number;

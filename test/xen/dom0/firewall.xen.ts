@@ -11,7 +11,7 @@ import { createVif, destroyVif, type Netback } from "../../../src/main/index.ts"
 import { createXenPlatform } from "../../../src/platform/xen/platform.ts";
 import { Firewall, formatStats } from "../../../examples/firewall/firewall.ts";
 import { mac } from "../../../examples/firewall/packets.ts";
-import { must, sh, unloadModule, until } from "./shell.ts";
+import { must, netdevOf, sh, unloadModule, until } from "./shell.ts";
 
 const logger = pino({ level: process.env.XEN_TEST_LOG ?? "info" });
 const IPC = "/usr/sbin/ip";
@@ -26,12 +26,6 @@ const RULES = {
     { name: "arp", action: "allow", ethertype: "arp" },
   ],
 };
-
-async function netdevOf(mac: string): Promise<string> {
-  let dev = "";
-  await until(async () => (dev = (await sh(`for n in /sys/class/net/*; do [ "$(cat $n/address)" = "${mac}" ] && echo \${n##*/}; done`)).out.trim()) !== "", 20_000, `netdev ${mac}`);
-  return dev;
-}
 
 test("Linux netfront <-> the firewall <-> Linux netfront: ping both ways, a TCP stream byte for byte, TCP to port 7777 dropped by its rule, counters to match", async () => {
   // The back ends must be the firewall's alone.

@@ -10,7 +10,7 @@ import pino from "pino";
 import { Netback, createVif } from "../../../src/main/index.ts";
 import { destroyVif } from "../../../src/main/xenbus/toolstack.ts";
 import { createXenPlatform } from "../../../src/platform/xen/platform.ts";
-import { must, sh, unloadModule, until } from "./shell.ts";
+import { must, netdevOf, sh, unloadModule, until } from "./shell.ts";
 import { respondAny } from "./responder.ts";
 
 const logger = pino({ level: process.env.XEN_TEST_LOG ?? "info" });
@@ -20,17 +20,8 @@ const IPS = [[10, 99, 2, 1], ...Array.from({ length: 8 }, (_, i) => [10, 99, 2, 
 const DEVID = 9;
 
 /** The kernel's netfront device: the netdev whose address is the vif's MAC, once it appears. */
-async function kernelNetdev(mac: string): Promise<string> {
-  let dev = "";
-  await until(
-    async () => {
-      dev = (await sh(`for n in /sys/class/net/*; do [ "$(cat $n/address)" = "${mac}" ] && echo \${n##*/}; done`)).out.trim();
-      return dev !== "";
-    },
-    10_000,
-    "the kernel's netfront device",
-  );
-  return dev;
+function kernelNetdev(mac: string): Promise<string> {
+  return netdevOf(mac, 10_000, "the kernel's netfront device");
 }
 
 test("Linux xen-netfront <-> our netback: two queues (one per dom0 CPU), pings through our back end at MTU 1500 and 9000, flows over both queues; the kernel detaching is handled", async () => {

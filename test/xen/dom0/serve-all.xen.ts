@@ -8,7 +8,7 @@ import { expect, test } from "bun:test";
 import pino from "pino";
 import { Netback, type VifEvent } from "../../../src/main/index.ts";
 import { createXenPlatform } from "../../../src/platform/xen/platform.ts";
-import { must, sh, unloadModule, until } from "./shell.ts";
+import { must, netdevOf, sh, unloadModule, until } from "./shell.ts";
 import { respond } from "./responder.ts";
 
 const logger = pino({ level: process.env.XEN_TEST_LOG ?? "info" });
@@ -43,8 +43,7 @@ test("our VifServer serves every vif xl creates: Linux netfront on two, pings th
       const r = respond(f, back.mac, ip);
       if (r !== null) void back.write(r);
     });
-    let dev = "";
-    await until(async () => (dev = (await sh(`for n in /sys/class/net/*; do [ "$(cat $n/address)" = "${mac}" ] && echo \${n##*/}; done`)).out.trim()) !== "", 20_000, `netdev ${mac}`);
+    const dev = await netdevOf(mac);
     await must(`${IPC} netns add sa${i} && ${IPC} link set ${dev} netns sa${i} && ${IPC} -n sa${i} addr add 10.99.${5 + i}.2/24 dev ${dev} && ${IPC} -n sa${i} link set ${dev} up`);
     const p = await sh(`${IPC} netns exec sa${i} ping -c 3 -W 3 10.99.${5 + i}.1`);
     console.log(p.out.trim());

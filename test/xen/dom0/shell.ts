@@ -30,3 +30,10 @@ export async function unloadModule(name: string, ms = 15_000): Promise<void> {
   const sys = `/sys/module/${name.replace(/-/g, "_")}`;
   await until(async () => (await sh(`rmmod ${name} 2>/dev/null; [ ! -d ${sys} ]`)).code === 0, ms, `module ${name} to unload`);
 }
+
+/** The kernel netdev whose address is `mac`, once it appears (a Linux netfront's, or netback's). */
+export async function netdevOf(mac: string, ms = 20_000, what = `netdev ${mac}`): Promise<string> {
+  let dev = "";
+  await until(async () => (dev = (await sh(`for n in /sys/class/net/*; do [ "$(cat $n/address)" = "${mac}" ] && echo \${n##*/}; done`)).out.trim()) !== "", ms, what);
+  return dev;
+}
