@@ -1,6 +1,7 @@
 /**
  * Our figures for the comparison table, each taken with mitata's `measure` (one measure per
- * run; a run's figure is the median of its samples):
+ * run; a run's figure is the median of its samples, beside the process's CPU time per frame
+ * over the same calls: bench/per-frame.ts):
  *
  *   single   the ring path, front and back alternating on one thread: protocol core, sim grant
  *            table, pre-shared pages (bench/ring-loop.ts, bench/rx-ring-loop.ts). As C's single,
@@ -13,11 +14,11 @@
  *   floor    the two copies per frame with the driver's own copy (copyBetween: libc's memmove
  *            through bun:ffi between buffers addressed once): what our path pays to move bytes.
  */
-import { measure } from "mitata";
 import { AddressedBytes, copyBetween } from "../src/platform/copy-bytes.ts";
 import type { BenchRecord, MeasureOptions } from "./compare.ts";
 import { summarize } from "./compare.ts";
 import { devicePair, Flow } from "./device-pair.ts";
+import { perFrame } from "./per-frame.ts";
 import { ringPair } from "./ring-pair.ts";
 import type { SingleInit, SingleReply, SingleRequest } from "./single-worker.ts";
 
@@ -28,8 +29,8 @@ const DEVICE_BATCH = 2_000;
 
 type Key = Pick<BenchRecord, "size" | "mode" | "impl" | "dir">;
 
-/** A one-thread ring loop in its own worker: measure() gives ns per frame. */
-async function singleWorker(init: SingleInit): Promise<{ measure(): Promise<number>; close(): Promise<void> }> {
+/** A one-thread ring loop in its own worker: measure() gives wall and CPU ns per frame. */
+async function singleWorker(init: SingleInit): Promise<{ measure(): Promise<{ ns: number; cpu: number }>; close(): Promise<void> }> {
   const worker = new Worker(new URL("./single-worker.ts", import.meta.url).href);
   let pending: ((r: SingleReply) => void) | null = null;
   worker.onmessage = (e: MessageEvent<SingleReply>) => pending?.(e.data);
@@ -50,7 +51,7 @@ async function singleWorker(init: SingleInit): Promise<{ measure(): Promise<numb
     async measure() {
       const r = check(await ask("measure"));
       if (typeof r !== "object" || !("ns" in r)) throw new Error(`${what}: unexpected reply ${JSON.stringify(r)}`);
-      return r.ns;
+      return { ns: r.ns, cpu: r.cpu };
     },
     async close() {
       check(await ask("close"));
@@ -59,11 +60,6 @@ async function singleWorker(init: SingleInit): Promise<{ measure(): Promise<numb
   };
 }
 
-/** ns per frame of one mitata measure of `fn`, which moves `frames` frames per call. */
-async function perFrame(fn: () => unknown, frames: number): Promise<number> {
-  const stats = await measure(fn, { min_cpu_time: MEASURE_NS });
-  return stats.p50 / frames;
-}
 
 interface Job {
   key: Key;
@@ -86,7 +82,7 @@ export async function measureOurs(sizes: readonly number[], opts: MeasureOptions
     for (const size of sizes) {
       for (const dir of ["tx", "rx"] as const) {
         const single = await singleWorker({ dir, size, frames: stepFrames(size), measureNs: MEASURE_NS });
-        jobs.push({ key: { size, mode: "single", impl: "ours", dir }, ns: [], cpu: [], one: async () => ({ ns: await single.measure() }), close: () => single.close() });
+        jobs.push({ key: { size, mode: "single", impl: "ours", dir }, ns: [], cpu: [], one: () => single.measure(), close: () => single.close() });
       }
       for (const dir of ["tx", "rx"] as const) {
         const pair = await ringPair(dir, size);
@@ -97,13 +93,7 @@ export async function measureOurs(sizes: readonly number[], opts: MeasureOptions
           cpu: [],
           one: async () => {
             await gate();
-            let cpu = 0;
-            let calls = 0;
-            const ns = await perFrame(async () => {
-              cpu += (await pair.run(PAIR_BATCH)).cpu_ns_per_frame;
-              calls++;
-            }, PAIR_BATCH);
-            return { ns, cpu: cpu / calls };
+            return perFrame(() => pair.run(PAIR_BATCH), PAIR_BATCH, MEASURE_NS);
           },
           close: () => pair.close(),
         });
@@ -117,7 +107,7 @@ export async function measureOurs(sizes: readonly number[], opts: MeasureOptions
           cpu: [],
           one: async () => {
             await gate();
-            return { ns: await perFrame(() => flow.batch(DEVICE_BATCH), DEVICE_BATCH) };
+            return perFrame(() => flow.batch(DEVICE_BATCH), DEVICE_BATCH, MEASURE_NS);
           },
         });
       }
@@ -128,14 +118,13 @@ export async function measureOurs(sizes: readonly number[], opts: MeasureOptions
         key: { size, mode: "floor", impl: "ours", dir: null },
         ns: [],
         cpu: [],
-        one: async () => ({
-          ns: await perFrame(() => {
+        one: () =>
+          perFrame(() => {
             for (let i = 0; i < 32; i++) {
               copyBetween(pages[i & 7]!, 0, src, 0, size);
               copyBetween(out, 0, pages[i & 7]!, 0, size);
             }
-          }, 32),
-        }),
+          }, 32, MEASURE_NS),
       });
     }
     // Round-robin, as for C: a burst of load spreads over all figures instead of spoiling one.

@@ -7,7 +7,7 @@
  * Each frame is stamped with its sequence number and posted by structured clone (one copy per
  * frame, like the ring's copy into a slot page), and the worker reads its length and stamp.
  *
- *   const r = await postMessageRate(1514, 200_000);   // { frames_per_s, ns_per_frame }
+ *   const r = await postMessageRate(1514, 200_000);   // { frames_per_s, ns_per_frame, cpu_ns_per_frame }
  *
  * or, for mitata, keep one channel open and time batches:
  *
@@ -117,6 +117,8 @@ export interface RateResult {
   frames: number;
   frames_per_s: number;
   ns_per_frame: number;
+  /** Process CPU time per frame (both threads). */
+  cpu_ns_per_frame: number;
 }
 
 /** Frames per second from the main thread to a worker by postMessage (after a warm-up). */
@@ -124,10 +126,12 @@ export async function postMessageRate(size: number, frames: number, opts: Channe
   const ch = await openPostMessageChannel(size, opts);
   try {
     await ch.send(Math.min(frames, 20_000)); // warm-up: JIT, worker start, allocator
+    const c0 = process.cpuUsage();
     const t0 = Bun.nanoseconds();
     await ch.send(frames);
     const ns = (Bun.nanoseconds() - t0) / frames;
-    return { size, frames, frames_per_s: 1e9 / ns, ns_per_frame: ns };
+    const c = process.cpuUsage(c0);
+    return { size, frames, frames_per_s: 1e9 / ns, ns_per_frame: ns, cpu_ns_per_frame: ((c.user + c.system) * 1e3) / frames };
   } finally {
     await ch.close();
   }

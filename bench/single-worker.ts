@@ -5,7 +5,7 @@
  * thread, the loops for every size and direction (and the device benchmark's code) made the
  * same functions polymorphic and the figures bimodal (60 or 100 ns at 64 bytes from run to run).
  */
-import { measure } from "mitata";
+import { perFrame } from "./per-frame.ts";
 import { TxRingLoop } from "./ring-loop.ts";
 import { RxRingLoop } from "./rx-ring-loop.ts";
 
@@ -18,9 +18,9 @@ export interface SingleInit {
   measureNs: number;
 }
 
-/** Main thread → worker: measure once (ns per frame comes back), or close. */
+/** Main thread → worker: measure once (ns and CPU ns per frame come back), or close. */
 export type SingleRequest = "measure" | "close";
-export type SingleReply = { ns: number } | { error: string } | "ready" | "closed";
+export type SingleReply = { ns: number; cpu: number } | { error: string } | "ready" | "closed";
 
 declare const self: Worker;
 
@@ -34,8 +34,8 @@ self.onmessage = (e: MessageEvent<SingleInit>) => {
         self.postMessage("closed" satisfies SingleReply);
         return;
       }
-      const stats = await measure(() => loop.step(frames), { min_cpu_time: measureNs });
-      self.postMessage({ ns: stats.p50 / frames } satisfies SingleReply);
+      const r = await perFrame(() => loop.step(frames), frames, measureNs);
+      self.postMessage({ ns: r.ns, cpu: r.cpu } satisfies SingleReply);
     } catch (err) {
       self.postMessage({ error: String((err as Error)?.stack ?? err) } satisfies SingleReply);
     }
