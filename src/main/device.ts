@@ -11,7 +11,8 @@ import { ETH_HLEN } from "../protocol/netif.ts";
 import { queueFor } from "../protocol/flow-hash.ts";
 import { Control, Counter, type ControlState } from "../workers/control.ts";
 import { NetError } from "./errors.ts";
-import { FrameReader } from "./frame-reader.ts";
+import { FrameReader, type ReceiveSink } from "./frame-reader.ts";
+import type { BatchListener, FrameBatch } from "./frame-batch.ts";
 import { FrameWriter } from "./frame-writer.ts";
 import type { RoleHandle } from "./role-handle.ts";
 import { FrameQueue, type FrameQueueState } from "../workers/frame-queue.ts";
@@ -111,6 +112,17 @@ export abstract class NetDevice {
   private readonly listeners = new Set<FrameListener>();
   /** The listeners as an array, for the per-frame loop (iterating a Set allocates). */
   private listenerList: FrameListener[] = [];
+  /** Batch listeners (listenBatch), as a set and as an array for the loop. */
+  private readonly batchListeners = new Set<BatchListener>();
+  private batchList: BatchListener[] = [];
+  /** What the readers hand frames to: one object for every queue (no closure per frame). */
+  private readonly receiveSink: ReceiveSink = {
+    // One by one when anyone takes them so, and when nobody takes batches (frames lost at close are counted there).
+    perFrame: () => this.listenerList.length > 0 || this.iterators.size > 0 || this.tap !== null || this.batchList.length === 0,
+    frame: (frame, meta) => this.deliver(frame, meta),
+    batched: () => this.batchList.length > 0,
+    batch: (b) => this.deliverBatch(b),
+  };
   /** The frame tryWrite is queueing, for `fillPending` (no closure per frame). */
   private pending: Uint8Array | null = null;
   private readonly fillPending = (dst: Uint8Array, off: number): void => {
@@ -151,7 +163,7 @@ export abstract class NetDevice {
       });
       const recvQueue = new FrameQueue(qp.recv);
       this.recvQueues.push(recvQueue);
-      const r = new FrameReader(recvQueue, (frame, meta) => this.deliver(frame, meta), () => this.receivers[i]?.kick());
+      const r = new FrameReader(recvQueue, this.receiveSink, (m) => this.recvFlags.decode(m), () => this.receivers[i]?.kick());
       this.writers.push(w);
       this.readers.push(r);
       path.attach(i, w.onBell, r.onBell);
@@ -195,6 +207,46 @@ export abstract class NetDevice {
     } finally {
       this.pending = null;
     }
+  }
+
+  /**
+   * Send as many of `frames` as the send queues take now, in order, without a promise: returns
+   * how many were queued (the first n; offer the rest again after `writable()`). The batch
+   * pays one hand-over to the worker and at most one wake-up per queue, not one per frame.
+   * Every frame is checked before any is queued: a bad one throws (naming its index) and
+   * nothing is sent. `opts` applies to every frame; GSO is per frame (use tryWrite or write).
+   */
+  tryWriteMany(frames: readonly Uint8Array[], opts?: WriteOptions): number {
+    if (!Array.isArray(frames)) throw new NetError("BAD_ARGUMENT", "tryWriteMany takes an array of Uint8Array");
+    if (opts?.gso != null) throw new NetError("BAD_ARGUMENT", "tryWriteMany: gso is per frame; use tryWrite or write for GSO frames");
+    const first = this.writers[0]!;
+    first.assertOpen();
+    for (let i = 0; i < frames.length; i++) {
+      const f = frames[i];
+      if (!(f instanceof Uint8Array)) throw new NetError("BAD_ARGUMENT", `tryWriteMany: frames[${i}] is not a Uint8Array`);
+      try {
+        first.check(f.byteLength);
+      } catch (e) {
+        throw e instanceof NetError ? new NetError(e.code, `tryWriteMany: frames[${i}]: ${e.message}`) : e;
+      }
+    }
+    const meta = this.sendFlags.encode(opts);
+    let n = 0;
+    if (this.tap !== null) {
+      // Captures see each frame as it is queued: one at a time.
+      while (n < frames.length && this.tryWrite(frames[n]!, opts)) n++;
+      return n;
+    }
+    const single = this.senders.length <= 1;
+    try {
+      for (; n < frames.length; n++) {
+        const f = frames[n]!;
+        if (!(single ? first : this.writerFor(f)).stage(f, meta)) break;
+      }
+    } finally {
+      for (const w of single ? [first] : this.writers) w.flush();
+    }
+    return n;
   }
 
   /**
@@ -367,6 +419,26 @@ export abstract class NetDevice {
   }
 
   /**
+   * Call `cb` with the received frames many at a time (up to 64 per call, in order): no view,
+   * call or queue release per frame, for listeners that go through frames in a loop. Each
+   * frame lies in `batch.bytes` at `batch.offset(i)`, `batch.size(i)` bytes long, or as a view
+   * `batch.frame(i)`; its info is `batch.info(i)`. Valid only during the call (copy what you
+   * keep). May be used beside `listen()`: both see every frame. Returns a function that
+   * removes the listener.
+   */
+  listenBatch(cb: BatchListener): () => void {
+    if (typeof cb !== "function") throw new NetError("BAD_ARGUMENT", "listenBatch takes a callback");
+    this.batchListeners.add(cb);
+    this.batchList = [...this.batchListeners];
+    this.startReaders();
+    return () => {
+      this.batchListeners.delete(cb);
+      this.batchList = [...this.batchListeners];
+      this.pauseIfUnheard();
+    };
+  }
+
+  /**
    * Received frames, each a copy the caller owns. Ends when the device closes, or when
    * `signal` aborts (then it ends, as a `break` would). Buffering is bounded: an iterator
    * holds at most ITERATOR_HIGH_WATER frames, and while one is that far behind, receiving
@@ -396,7 +468,7 @@ export abstract class NetDevice {
 
   /** Receive again unless an iterator is still too far behind (or nobody listens). */
   private resumeIfRoom(): void {
-    if (this.listeners.size === 0 && this.iterators.size === 0) return;
+    if (!this.heard()) return;
     for (const it of this.iterators) if (it.full) return;
     this.startReaders();
   }
@@ -415,7 +487,12 @@ export abstract class NetDevice {
 
   /** With nobody listening, frames stay queued (and the peer waits) instead of being dropped. */
   private pauseIfUnheard(): void {
-    if (this.listeners.size === 0 && this.iterators.size === 0 && !this.receiveForClose) this.pauseReaders();
+    if (!this.heard() && !this.receiveForClose) this.pauseReaders();
+  }
+
+  /** Whether anyone takes received frames: listeners of either kind, or iterators. */
+  private heard(): boolean {
+    return this.listeners.size > 0 || this.batchListeners.size > 0 || this.iterators.size > 0;
   }
 
   /**
@@ -459,7 +536,7 @@ export abstract class NetDevice {
     }
     if (this.iterators.size === 0) {
       // Closing with nobody to hand it to: the frame is lost, and counted.
-      if (listeners.length === 0 && this.receiveForClose) this.rxLostAtClose++;
+      if (listeners.length === 0 && this.batchList.length === 0 && this.receiveForClose) this.rxLostAtClose++;
       return;
     }
     let full = false;
@@ -468,6 +545,17 @@ export abstract class NetDevice {
     // without bound: the frames wait in the queue and on the ring. (At close they are delivered
     // regardless: the iterators' buffers then only drain.)
     if (full && !this.receiveForClose) this.pauseReaders();
+  }
+
+  private deliverBatch(b: FrameBatch): void {
+    const listeners = this.batchList;
+    for (let i = 0; i < listeners.length; i++) {
+      try {
+        listeners[i]!(b);
+      } catch (e) {
+        this.listenerThrew(e);
+      }
+    }
   }
 
   stats(): NetStats {

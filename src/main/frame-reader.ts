@@ -1,11 +1,27 @@
 /**
  * The main thread's end of a receive queue: hands each frame to a sink as a view into the
- * queue, valid only during the call (the sink copies what it keeps). It runs when the pool's
+ * queue, valid only during the call (the sink copies what it keeps), and the frames of each
+ * chunk of up to CHUNK together as one batch (frame-batch.ts). It runs when the pool's
  * doorbell says the worker committed frames while we waited (`onBell`), drains up to a batch,
  * yields to the event loop when there is more, and otherwise raises the queue's "consumer
  * waiting" flag and looks once more before it waits: no timer, no promise per wait.
+ *
+ * Room goes back to the worker once per chunk (one atomic store, not one per frame): the
+ * records of a chunk stay the sink's to read until it returns.
  */
 import { FrameQueue } from "../workers/frame-queue.ts";
+import type { FrameInfo } from "./device.ts";
+import { QueueBatch, type FrameBatch } from "./frame-batch.ts";
+
+/** Where a reader's frames go. */
+export interface ReceiveSink {
+  /** Whether frames go one by one now (listeners, iterators, captures); else only in batches. */
+  perFrame(): boolean;
+  frame(frame: Uint8Array, meta: number): void;
+  /** Whether anyone takes batches now. */
+  batched(): boolean;
+  batch(batch: FrameBatch): void;
+}
 
 /** Frames delivered before yielding to the event loop, so timers and I/O still run under load. */
 const BATCH = 256;
@@ -13,13 +29,17 @@ const BATCH = 256;
 export class FrameReader {
   private running = false;
   private scheduled = false;
+  private readonly chunk: QueueBatch;
 
   constructor(
     private readonly q: FrameQueue,
-    private readonly sink: (frame: Uint8Array, meta: number) => void,
+    private readonly sink: ReceiveSink,
+    decode: (meta: number) => FrameInfo,
     /** Wake the producer (the worker) when it waits for space. */
     private readonly wake: () => void,
-  ) {}
+  ) {
+    this.chunk = new QueueBatch(q.data, decode);
+  }
 
   start(): void {
     if (this.running) return;
@@ -50,17 +70,31 @@ export class FrameReader {
   /** Deliver what is queued now, up to `max` frames; returns how many. */
   drain(max = BATCH, force = false): number {
     const q = this.q;
+    const sink = this.sink;
+    const chunk = this.chunk;
     let n = 0;
     while (n < max && (this.running || force)) {
-      const off = q.peek();
-      if (off < 0) break;
-      const len = q.recordLength(off);
+      const perFrame = sink.perFrame();
+      const batched = sink.batched();
       try {
-        this.sink(q.data.subarray(off, off + len), q.recordMeta(off));
+        while (!chunk.full && n < max && (this.running || force)) {
+          const off = q.next();
+          if (off < 0) break;
+          // Taken before the sink sees it: a sink that throws still has it counted and released.
+          q.take(off);
+          n++;
+          const len = q.recordLength(off);
+          const meta = q.recordMeta(off);
+          if (batched) chunk.add(off, len, meta);
+          if (perFrame) sink.frame(q.data.subarray(off, off + len), meta);
+        }
+        if (chunk.length > 0) sink.batch(chunk);
       } finally {
-        q.release(off);
-        n++;
+        chunk.clear();
+        // After the sink is done with the bytes: the worker may overwrite them once it sees this.
+        q.releaseTaken();
       }
+      if (q.next() < 0) break;
     }
     if (n > 0 && q.producerShouldWake()) this.wake();
     return n;

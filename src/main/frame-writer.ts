@@ -28,6 +28,8 @@ export class FrameWriter {
   private waiters: (() => void)[] = [];
   /** Frames committed to the queue over the writer's life, mod 2^32 (as Control.settled). */
   committed = 0;
+  /** Frames staged and not yet flushed. */
+  private staged = 0;
 
   constructor(
     private readonly q: FrameQueue,
@@ -97,6 +99,37 @@ export class FrameWriter {
     if (closed !== null) throw closed;
     this.check(len);
     return this.tail === null && this.tryWrite(len, meta, fill);
+  }
+
+  /**
+   * Put a frame (length already checked) in the queue without handing it to the worker yet:
+   * false when it does not fit or an earlier write waits (nothing staged). `flush` hands every
+   * staged frame over with one store and at most one wake-up: a batch of writes pays for one.
+   */
+  stage(frame: Uint8Array, meta: number): boolean {
+    if (this.tail !== null) return false;
+    const q = this.q;
+    const off = q.reserveNext(frame.byteLength);
+    if (off < 0) return false;
+    q.data.set(frame, off);
+    q.commitAt(off, frame.byteLength, meta);
+    this.staged++;
+    return true;
+  }
+
+  /** Hand the staged frames to the worker (see `stage`). */
+  flush(): void {
+    if (this.staged === 0) return;
+    this.q.publish();
+    this.committed = (this.committed + this.staged) >>> 0;
+    this.staged = 0;
+    if (this.q.consumerWaiting()) this.opts.wake();
+  }
+
+  /** Whether the device may still send (throws why not). */
+  assertOpen(): void {
+    const closed = this.opts.closed();
+    if (closed !== null) throw closed;
   }
 
   /**

@@ -4,6 +4,7 @@ export { Netback, NETBACK_MAC, type NetbackOptions } from "./netback.ts";
 export { VifServer, type ServeAllOptions, type VifEvent } from "./vif-server.ts";
 export { configurePool, type PoolOptions } from "./pool.ts";
 export { NetDevice, type FrameInfo, type FrameListener, type NetStats, type WriteOptions } from "./device.ts";
+export type { BatchListener, FrameBatch } from "./frame-batch.ts";
 export { NetError, type NetErrorCode } from "./errors.ts";
 export type { LinkEvent, LinkListener, LinkState } from "./link.ts";
 export { prometheusText, observeDevices, type MetricsSource, type MetricLabels, type OtelMeter, type OtelObservable } from "./metrics.ts";
