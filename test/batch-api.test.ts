@@ -6,7 +6,7 @@
  * each flow in order.
  */
 import { describe, expect, test } from "bun:test";
-import { NetError, type FrameBatch } from "../src/main/index.ts";
+import { NetError, type FrameBatch, type NetErrorCode } from "../src/main/index.ts";
 import { until } from "./helpers/until.ts";
 import { simVif, withSimPair } from "./helpers/vif.ts";
 
@@ -51,7 +51,7 @@ describe("batch API", () => {
         });
         const stopListen = to.listen((f) => viaListen.push(new DataView(f.buffer, f.byteOffset).getUint32(14)));
         await sendAll(from, sent, 100);
-        await until(() => got.length >= sent.length, 10_000, "every frame");
+        await until(() => got.length >= sent.length, 10_000);
         stop();
         stopListen();
         expect(got.length).toBe(sent.length);
@@ -76,7 +76,7 @@ describe("batch API", () => {
       expect(n).toBeLessThan(frames.length);
       const calls = await sendAll(front, frames.slice(n), 3000);
       expect(calls).toBeGreaterThan(1);
-      await until(() => seqs.length >= 3000, 10_000, "every frame");
+      await until(() => seqs.length >= 3000, 10_000);
       expect(seqs).toEqual(frames.map((_, i) => i));
     });
   });
@@ -86,7 +86,7 @@ describe("batch API", () => {
       let got = 0;
       back.listen(() => got++);
       const ok = frame(1, 100);
-      const bad: [unknown[], string, string][] = [
+      const bad: [unknown[], NetErrorCode, string][] = [
         [[ok, new Uint8Array(10)], "FRAME_TOO_SHORT", "frames[1]"],
         [[ok, ok, new Uint8Array(70000)], "FRAME_TOO_LONG", "frames[2]"],
         [[ok, "not a frame"], "BAD_ARGUMENT", "frames[1] is not a Uint8Array"],
@@ -107,7 +107,7 @@ describe("batch API", () => {
       expect(front.tryWriteMany([])).toBe(0);
       // What the refused calls held never went out; a good call afterwards does.
       expect(front.tryWriteMany([ok, ok])).toBe(2);
-      await until(() => got >= 2, 5000, "the two frames");
+      await until(() => got >= 2, 5000);
       await Bun.sleep(50);
       expect(got).toBe(2);
     });
@@ -125,7 +125,7 @@ describe("batch API", () => {
         kept = b;
       });
       expect(front.tryWriteMany([frame(1), frame(2)])).toBe(2);
-      await until(() => kept !== null, 5000, "a batch");
+      await until(() => kept !== null, 5000);
       expect(during).toBeGreaterThan(0);
       const b = kept as unknown as FrameBatch;
       expect(b.length).toBe(0);
@@ -145,7 +145,7 @@ describe("batch API", () => {
       back.listenBatch((b) => void (other += b.length));
       for (let i = 0; i < 10; i++) {
         expect(front.tryWriteMany([frame(i)])).toBe(1);
-        await until(() => other > i, 5000, `frame ${i}`);
+        await until(() => other > i, 5000);
       }
       expect([seen, other]).toEqual([10, 10]);
       expect(back.stats().listenerErrors).toBe(10);
@@ -158,7 +158,7 @@ describe("batch API", () => {
       let got = 0;
       const stop = back.listenBatch((b) => void (got += b.length));
       expect(front.tryWriteMany([frame(0)])).toBe(1);
-      await until(() => got === 1, 5000, "the first frame");
+      await until(() => got === 1, 5000);
       stop();
       expect(front.tryWriteMany([frame(1), frame(2), frame(3)])).toBe(3);
       await Bun.sleep(100);
@@ -167,7 +167,7 @@ describe("batch API", () => {
       back.listenBatch((b) => {
         for (let i = 0; i < b.length; i++) seqs.push(new DataView(b.bytes.buffer, b.bytes.byteOffset + b.offset(i)).getUint32(14));
       });
-      await until(() => seqs.length === 3, 5000, "the three waiting frames");
+      await until(() => seqs.length === 3, 5000);
       expect(seqs).toEqual([1, 2, 3]);
       expect(back.stats().rxDrops).toBe(0);
     });
@@ -202,7 +202,7 @@ describe("batch API", () => {
         }
       });
       await sendAll(front, frames, 256);
-      await until(() => [...seen.values()].reduce((n, l) => n + l.length, 0) >= frames.length, 10_000, "every frame");
+      await until(() => [...seen.values()].reduce((n, l) => n + l.length, 0) >= frames.length, 10_000);
       expect(seen.size).toBe(64);
       for (const l of seen.values()) expect(l).toEqual(Array.from({ length: 40 }, (_, i) => i));
       const qs = back.queueStats();
