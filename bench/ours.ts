@@ -9,8 +9,10 @@
  *            figure comes from a process of its own.
  *   threads  our ring roles in two workers with the workers' own loop (bench/ring-pair.ts),
  *            spinning 50 µs before they block, as C's threads mode does.
- *   device   Netfront ↔ Netback, everything included: both main threads' queue work and four
- *            workers (bench/device-pair.ts), default settings. Compared with C's threads.
+ *   device   Netfront ↔ Netback, everything included: both main threads' queue work and the
+ *            pool's workers (bench/device-pair.ts), default settings, tryWrite and listen (a
+ *            call per frame). Compared with C's threads.
+ *   batch    the same path through the batch API: tryWriteMany and listenBatch.
  *   floor    the two copies per frame with the driver's own copy (copyBetween: libc's memmove
  *            through bun:ffi between buffers addressed once): what our path pays to move bytes.
  */
@@ -98,18 +100,27 @@ export async function measureOurs(sizes: readonly number[], opts: MeasureOptions
           close: () => pair.close(),
         });
       }
-      const up = new Flow(device.front, device.back, size);
-      const down = new Flow(device.back, device.front, size);
-      for (const [dir, flow] of [["tx", up], ["rx", down]] as const) {
-        jobs.push({
-          key: { size, mode: "device", impl: "ours", dir },
-          ns: [],
-          cpu: [],
-          one: async () => {
-            await gate();
-            return perFrame(() => flow.batch(DEVICE_BATCH), DEVICE_BATCH, MEASURE_NS);
-          },
-        });
+      // device: tryWrite → listen, a call per frame; batch: tryWriteMany → listenBatch. Each
+      // flow listens only while it is measured, so neither pays for the other's listener.
+      for (const [mode, batched] of [["device", false], ["batch", true]] as const) {
+        for (const dir of ["tx", "rx"] as const) {
+          const [from, to] = dir === "tx" ? [device.front, device.back] : [device.back, device.front];
+          jobs.push({
+            key: { size, mode, impl: "ours", dir },
+            ns: [],
+            cpu: [],
+            one: async () => {
+              await gate();
+              const flow = new Flow(from, to, size, undefined, batched);
+              try {
+                await flow.batch(DEVICE_BATCH); // this flow's code warm before it is timed
+                return await perFrame(() => flow.batch(DEVICE_BATCH), DEVICE_BATCH, MEASURE_NS);
+              } finally {
+                flow.close();
+              }
+            },
+          });
+        }
       }
       const src = new AddressedBytes(new Uint8Array(size).fill(1));
       const pages = Array.from({ length: 8 }, () => new AddressedBytes(new Uint8Array(new SharedArrayBuffer(65536))));

@@ -1,8 +1,8 @@
 /**
  * The main job (`bun run bench`, bench/main.ts) end to end at one size and one run: it exits
  * 0, prints the table with the goals, and its --json has a record for every mode of ours
- * (single and threads both ways, device, floor), the postMessage baseline and, where the C
- * reference can be built, C's, each with a positive figure; bad arguments exit 2 with usage.
+ * (single and threads both ways, device, batch, floor), the postMessage baseline and, where
+ * the C reference can be built, C's, each with a positive wall and CPU figure; bad arguments exit 2 with usage.
  */
 import { describe, expect, test } from "bun:test";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
@@ -28,18 +28,21 @@ describe("bun run bench (the main job)", () => {
       expect(r.out).toContain("ns/frame");
       const doc = JSON.parse(readFileSync(json, "utf8")) as { records: { size: number; mode: string; impl: string; dir: string | null; ns_per_frame: number; runs: number }[] };
       const keys = doc.records.map((x) => `${x.impl} ${x.mode} ${x.dir ?? "-"}`).sort();
-      const ours = ["ours single tx", "ours single rx", "ours threads tx", "ours threads rx", "ours device tx", "ours device rx", "ours floor -"];
+      const ours = ["ours single tx", "ours single rx", "ours threads tx", "ours threads rx", "ours device tx", "ours device rx", "ours batch tx", "ours batch rx", "ours floor -"];
       const c = missingPrerequisites().length === 0 ? ["c single tx", "c single rx", "c threads tx", "c threads rx", "c floor -"] : [];
       expect(keys).toEqual([...ours, ...c, "bun postMessage -"].sort());
       for (const x of doc.records) {
         expect(x.size).toBe(64);
         expect(x.runs).toBe(1);
         expect(x.ns_per_frame).toBeGreaterThan(0);
+        // CPU time per frame for every mode (C's, ours, the postMessage baseline).
+        expect((x as { cpu_ns_per_frame?: number }).cpu_ns_per_frame).toBeGreaterThan(0);
       }
       if (c.length > 0) {
         expect(r.out).toContain("Goals (issue 13)");
         expect(r.out).toMatch(/(met|NOT MET) +device path \(write → Netfront → Netback → listen\) within 4× of C's two-thread ring at 64 B, tx: [\d.]+× C/);
         expect(r.out).toMatch(/(met|NOT MET) +one-thread ring path within 2× of C at 64 B, rx: [\d.]+× C/);
+        expect(r.out).toMatch(/(met|NOT MET) +device path with the batch API \(tryWriteMany → listenBatch\) within 4× of C's two-thread ring at 64 B, rx: [\d.]+× C \(bound 4\.00×; ours [\d.]+ \(CPU [\d.]+\)/);
         expect(r.out).not.toContain("postMessage's frame rate");
       }
     } finally {
