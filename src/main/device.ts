@@ -191,7 +191,13 @@ export abstract class NetDevice {
     const signal = signalOf(opts);
     if (signal === false) return Promise.reject(new NetError("BAD_ARGUMENT", "write: signal must be an AbortSignal"));
     if (opts?.gso != null) return this.sendGso(frame, opts, signal, "write");
-    return this.writerFor(frame).write(frame.byteLength, this.sendFlags.encode(opts), this.tapTx((dst, off) => dst.set(frame, off), frame.byteLength), signal);
+    // The writer runs the fill before it returns (into the queue, or a copy): no closure per frame.
+    this.pending = frame;
+    try {
+      return this.writerFor(frame).write(frame.byteLength, this.sendFlags.encode(opts), this.tap === null ? this.fillPending : this.tap.tx(this.fillPending, frame.byteLength), signal);
+    } finally {
+      this.pending = null;
+    }
   }
 
   /**

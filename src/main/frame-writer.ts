@@ -18,6 +18,9 @@ export interface FrameWriterOptions {
   closed: () => NetError | null;
 }
 
+/** What a write that queued at once returns: one settled promise for all (it cannot change). */
+const QUEUED: Promise<void> = Promise.resolve();
+
 /** A waiting writer looks again this often even without a bell (a safety net, not the mechanism). */
 const RECHECK_MS = 1000;
 
@@ -58,7 +61,7 @@ export class FrameWriter {
     try {
       this.check(len);
       if (signal?.aborted) throw abortedWrite(signal);
-      if (this.tail === null && this.tryWrite(len, meta, fill)) return Promise.resolve();
+      if (this.tail === null && this.tryWrite(len, meta, fill)) return QUEUED;
     } catch (e) {
       return Promise.reject(e);
     }
