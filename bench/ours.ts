@@ -28,6 +28,8 @@ import type { SingleInit, SingleReply, SingleRequest } from "./single-worker.ts"
 const MEASURE_NS = 120e6;
 const PAIR_BATCH = 20_000;
 const DEVICE_BATCH = 2_000;
+/** Batches a device path runs before its first timed run (2 M frames: see measureOurs). */
+const WARM_BATCHES = 1000;
 
 type Key = Pick<BenchRecord, "size" | "mode" | "impl" | "dir">;
 
@@ -79,6 +81,7 @@ function stepFrames(size: number): number {
 export async function measureOurs(sizes: readonly number[], opts: MeasureOptions): Promise<BenchRecord[]> {
   const { runs, progress = () => {}, gate = async () => {} } = opts;
   const jobs: Job[] = [];
+  const warmed = new Set<string>();
   const device = await devicePair();
   try {
     for (const size of sizes) {
@@ -113,7 +116,12 @@ export async function measureOurs(sizes: readonly number[], opts: MeasureOptions
               await gate();
               const flow = new Flow(from, to, size, undefined, batched);
               try {
-                await flow.batch(DEVICE_BATCH); // this flow's code warm before it is timed
+                // The JIT settles only after about two million frames through a path (its
+                // compiles ran through the first runs and made them slower: bimodal figures):
+                // the first round warms each path well, the later ones briefly.
+                const warm = warmed.has(`${mode} ${dir}`) ? 20 : WARM_BATCHES;
+                warmed.add(`${mode} ${dir}`);
+                for (let i = 0; i < warm; i++) await flow.batch(DEVICE_BATCH);
                 return await perFrame(() => flow.batch(DEVICE_BATCH), DEVICE_BATCH, MEASURE_NS);
               } finally {
                 flow.close();
