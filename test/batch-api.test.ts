@@ -6,7 +6,8 @@
  * each flow in order.
  */
 import { describe, expect, test } from "bun:test";
-import { NetError, type FrameBatch, type NetErrorCode } from "../src/main/index.ts";
+import { NetError, type ByteSink, type FrameBatch, type NetErrorCode } from "../src/main/index.ts";
+import { decodePcapFile } from "../src/main/pcap.ts";
 import { until } from "./helpers/until.ts";
 import { simVif, withSimPair } from "./helpers/vif.ts";
 
@@ -215,6 +216,26 @@ describe("batch API", () => {
       vif.backPlatform.close();
       vif.dom0.close();
     }
+  });
+
+  test("under a capture: frames sent with tryWriteMany and received only by a batch listener are each captured, in order", async () => {
+    await withSimPair(async ({ front, back }) => {
+      const chunks: Uint8Array[] = [];
+      const sink: ByteSink = { write: (b) => void chunks.push(b.slice()) };
+      const txCap = await front.capture(sink, { direction: "tx" });
+      const rxChunks: Uint8Array[] = [];
+      const rxCap = await back.capture({ write: (b) => void rxChunks.push(b.slice()) }, { direction: "rx" });
+      let got = 0;
+      back.listenBatch((b) => void (got += b.length));
+      const sent = Array.from({ length: 50 }, (_, i) => frame(i));
+      await sendAll(front, sent, 8);
+      await until(() => got === 50, 5000);
+      expect((await txCap.stop()).frames).toBe(50);
+      expect((await rxCap.stop()).frames).toBe(50);
+      for (const bytes of [Buffer.concat(chunks), Buffer.concat(rxChunks)]) {
+        expect(decodePcapFile(bytes).records.map((r) => Buffer.from(r.data).toString("hex"))).toEqual(sent.map((f) => Buffer.from(f).toString("hex")));
+      }
+    });
   });
 
   test("after the device closed, tryWriteMany throws why it closed", async () => {
