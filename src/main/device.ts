@@ -13,6 +13,7 @@ import { Control, Counter, type ControlState } from "../workers/control.ts";
 import { NetError } from "./errors.ts";
 import { FrameReader, type ReceiveSink } from "./frame-reader.ts";
 import type { BatchListener, FrameBatch } from "./frame-batch.ts";
+import { ListenerSet } from "./listener-set.ts";
 import { FrameWriter } from "./frame-writer.ts";
 import type { RoleHandle } from "./role-handle.ts";
 import { FrameQueue, type FrameQueueState } from "../workers/frame-queue.ts";
@@ -109,18 +110,15 @@ export abstract class NetDevice {
   private readonly rxCtl: Control[];
   /** Scratch for writeWith with several queues: the frame is filled, then hashed, then queued. */
   private scratch = new Uint8Array(0);
-  private readonly listeners = new Set<FrameListener>();
-  /** The listeners as an array, for the per-frame loop (iterating a Set allocates). */
-  private listenerList: FrameListener[] = [];
-  /** Batch listeners (listenBatch), as a set and as an array for the loop. */
-  private readonly batchListeners = new Set<BatchListener>();
-  private batchList: BatchListener[] = [];
+  private readonly listeners = new ListenerSet<FrameListener>();
+  /** Batch listeners (listenBatch). */
+  private readonly batchListeners = new ListenerSet<BatchListener>();
   /** What the readers hand frames to: one object for every queue (no closure per frame). */
   private readonly receiveSink: ReceiveSink = {
     // One by one when anyone takes them so, and when nobody takes batches (frames lost at close are counted there).
-    perFrame: () => this.listenerList.length > 0 || this.iterators.size > 0 || this.tap !== null || this.batchList.length === 0,
+    perFrame: () => this.listeners.size > 0 || this.iterators.size > 0 || this.tap !== null || this.batchListeners.size === 0,
     frame: (frame, meta) => this.deliver(frame, meta),
-    batched: () => this.batchList.length > 0,
+    batched: () => this.batchListeners.size > 0,
     batch: (b) => this.deliverBatch(b),
   };
   /** The frame tryWrite is queueing, for `fillPending` (no closure per frame). */
@@ -414,14 +412,7 @@ export abstract class NetDevice {
    */
   listen(cb: FrameListener): () => void {
     if (typeof cb !== "function") throw new NetError("BAD_ARGUMENT", "listen takes a callback");
-    this.listeners.add(cb);
-    this.listenerList = [...this.listeners];
-    this.startReaders();
-    return () => {
-      this.listeners.delete(cb);
-      this.listenerList = [...this.listeners];
-      this.pauseIfUnheard();
-    };
+    return this.subscribe(this.listeners, cb);
   }
 
   /**
@@ -434,12 +425,15 @@ export abstract class NetDevice {
    */
   listenBatch(cb: BatchListener): () => void {
     if (typeof cb !== "function") throw new NetError("BAD_ARGUMENT", "listenBatch takes a callback");
-    this.batchListeners.add(cb);
-    this.batchList = [...this.batchListeners];
+    return this.subscribe(this.batchListeners, cb);
+  }
+
+  /** Add a listener and receive; the function returned removes it (and pauses if nobody is left). */
+  private subscribe<T>(set: ListenerSet<T>, cb: T): () => void {
+    set.add(cb);
     this.startReaders();
     return () => {
-      this.batchListeners.delete(cb);
-      this.batchList = [...this.batchListeners];
+      set.delete(cb);
       this.pauseIfUnheard();
     };
   }
@@ -531,7 +525,7 @@ export abstract class NetDevice {
   private deliver(frame: Uint8Array, meta: number): void {
     if (this.tap !== null) this.tap.rx(frame);
     const info = this.recvFlags.decode(meta);
-    const listeners = this.listenerList;
+    const listeners = this.listeners.list;
     for (let i = 0; i < listeners.length; i++) {
       const l = listeners[i]!;
       try {
@@ -542,7 +536,7 @@ export abstract class NetDevice {
     }
     if (this.iterators.size === 0) {
       // Closing with nobody to hand it to: the frame is lost, and counted.
-      if (listeners.length === 0 && this.batchList.length === 0 && this.receiveForClose) this.rxLostAtClose++;
+      if (listeners.length === 0 && this.batchListeners.size === 0 && this.receiveForClose) this.rxLostAtClose++;
       return;
     }
     let full = false;
@@ -554,7 +548,7 @@ export abstract class NetDevice {
   }
 
   private deliverBatch(b: FrameBatch): void {
-    const listeners = this.batchList;
+    const listeners = this.batchListeners.list;
     for (let i = 0; i < listeners.length; i++) {
       try {
         listeners[i]!(b);
