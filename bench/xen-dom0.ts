@@ -94,7 +94,8 @@ interface Ends {
   /** Arriving frames our listener saw that are not the row's UDP frames (only where we receive). */
   foreign(): number;
   startSender(): Promise<Sender>;
-  describe: string;
+  /** What to print beside the row's figures, read after it ran (queues, worker sleeps). */
+  describe: () => string;
 }
 
 interface Result {
@@ -356,7 +357,7 @@ async function linuxLinux(dir: Dir, size: number, mac: string, td: Teardown): Pr
     sent: dir === "up" ? front.tx : back.tx,
     foreign: () => 0,
     startSender: () => (dir === "up" ? blaster(NS, TO_BACK_IP, size - 42) : blaster(null, TO_FRONT_IP, size - 42)),
-    describe: "",
+    describe: () => "",
   };
 }
 
@@ -382,7 +383,7 @@ async function linuxOurs(dir: Dir, size: number, mac: string, devid: number, td:
     sent: dir === "up" ? front.tx : () => back.stats().txPackets,
     foreign: dir === "up" ? got.foreign : () => 0,
     startSender: async () => (dir === "up" ? blaster(NS, TO_BACK_IP, size - 42) : pump(back, frame)),
-    describe: `our Netback: ${back.queues} queue(s)`,
+    describe: () => `our Netback: ${back.queues} queue(s), ${sleepsPer1k(back)}`,
   };
 }
 
@@ -391,7 +392,7 @@ async function oursLinux(dir: Dir, size: number, mac: string, td: Teardown): Pro
   await load("xen-netback", td);
   const devid = await attachLinuxVif(mac, td);
   const platform = await xenPlatform(td);
-  const front = await Netfront.connect({ platform, devid, logger, timeoutMs: 60_000 });
+  const front = await Netfront.connect({ platform, devid, logger, timeoutMs: 60_000, ...frontOpts });
   td.add("our Netfront", () => front.disconnect());
   const got = counting(front, size);
   const back = await linuxBackNetdev(devid, mac);
@@ -401,7 +402,7 @@ async function oursLinux(dir: Dir, size: number, mac: string, td: Teardown): Pro
     sent: dir === "up" ? () => front.stats().txPackets : back.tx,
     foreign: dir === "up" ? () => 0 : got.foreign,
     startSender: async () => (dir === "up" ? pump(front, frame) : blaster(null, TO_FRONT_IP, size - 42)),
-    describe: `our Netfront: ${front.queues} queue(s)`,
+    describe: () => `our Netfront: ${front.queues} queue(s), ${sleepsPer1k(front)}`,
   };
 }
 
@@ -423,9 +424,22 @@ async function oursOurs(dir: Dir, size: number, mac: string, devid: number, td: 
     sent: () => from.stats().txPackets,
     foreign: got.foreign,
     startSender: async () => pump(from, frame),
-    describe: `queues: front ${front.queues}, back ${back.queues}`,
+    describe: () => `queues: front ${front.queues}, back ${back.queues}`,
   };
 }
+
+/**
+ * How often our device's ring workers ran out of work and slept, per thousand frames it moved:
+ * near 1000, a wake-up (an event, a syscall or two, a doorbell) per frame; near 0, batches.
+ */
+function sleepsPer1k(dev: Netfront | Netback): string {
+  const s = dev.stats();
+  const frames = s.rxPackets + s.txPackets;
+  return frames === 0 ? "no frames" : `${(((s.rxSleeps + s.txSleeps) * 1000) / frames).toFixed(0)} worker sleeps per 1k frames`;
+}
+
+/** `pages=N` on the command line: our Netfront's dataPages (default: the driver's). */
+let frontOpts: { dataPages?: number } = {};
 
 // ---------------------------------------------------------------------------------------------
 // Measuring
@@ -519,7 +533,7 @@ async function runRow(row: Row, size: number): Promise<Result | null> {
     await cleanSlate();
     const ends = await row.setup(size, td);
     result = await measure(ends);
-    printRow(row, size, result, ends.describe);
+    printRow(row, size, result, ends.describe());
   } catch (e) {
     failure = e;
   }
@@ -581,7 +595,9 @@ async function main(): Promise<number> {
   const args = process.argv.slice(2);
   const sizes = args.filter((a) => /^\d+$/.test(a)).map(Number);
   const rounds = Number(args.find((a) => a.startsWith("rounds="))?.slice(7) ?? ROUNDS);
-  const only = args.filter((a) => !/^\d+$/.test(a) && !a.startsWith("rounds="));
+  const pages = args.find((a) => a.startsWith("pages="))?.slice(6);
+  if (pages !== undefined) frontOpts = { dataPages: Number(pages) };
+  const only = args.filter((a) => !/^\d+$/.test(a) && !a.startsWith("rounds=") && !a.startsWith("pages="));
   const pick = (rs: Row[]) => (only.length > 0 ? rs.filter((r) => only.includes(r.id)) : rs);
   const [rows, extra] = [pick(ROWS), pick(EXTRA_ROWS)];
   const cpus = readFileSync("/proc/cpuinfo", "utf8").split("\n").filter((l) => l.startsWith("processor")).length;
