@@ -175,9 +175,7 @@ describe("batch API", () => {
   });
 
   test("four queues: tryWriteMany spreads 64 flows over every queue, each flow in order, 256 frames a call", async () => {
-    const vif = await simVif();
-    const [back, front] = await Promise.all([vif.serve({ maxQueues: 4 }), vif.connect({ queues: 4 })]);
-    try {
+    await withSimPair(async ({ front, back }) => {
       const udp = (flow: number, seq: number) => {
         const f = new Uint8Array(120);
         const dv = new DataView(f.buffer);
@@ -209,13 +207,7 @@ describe("batch API", () => {
       const qs = back.queueStats();
       expect(qs.length).toBe(4);
       for (const q of qs) expect(q.rxPackets).toBeGreaterThan(0);
-    } finally {
-      await front.disconnect();
-      await back.disconnect();
-      vif.frontPlatform.close();
-      vif.backPlatform.close();
-      vif.dom0.close();
-    }
+    }, { queues: 4 }, { maxQueues: 4 });
   });
 
   test("under a capture: frames sent with tryWriteMany and received only by a batch listener are each captured, in order", async () => {

@@ -25,9 +25,9 @@ export async function simVif(opts: { devid?: number; sim?: Parameters<typeof Sim
     serve: (o: Partial<NetbackOptions> = {}) => Netback.serve({ platform: backPlatform, frontendDomid: guest, devid, logger: silent, ...o }),
     connect: (o: Partial<NetfrontOptions> = {}) => Netfront.connect({ platform: frontPlatform, devid, logger: silent, ...o }),
     /** Both ends connected, backend offered first. */
-    async pair(front: Partial<NetfrontOptions> = {}) {
-      const [back, frontDev] = await Promise.all([this.serve(), this.connect(front)]);
-      return { back, front: frontDev };
+    async pair(front: Partial<NetfrontOptions> = {}, back: Partial<NetbackOptions> = {}) {
+      const [backDev, frontDev] = await Promise.all([this.serve(back), this.connect(front)]);
+      return { back: backDev, front: frontDev };
     },
   };
 }
@@ -35,13 +35,13 @@ export async function simVif(opts: { devid?: number; sim?: Parameters<typeof Sim
 export type SimPair = Awaited<ReturnType<Awaited<ReturnType<typeof simVif>>["pair"]>>;
 
 /**
- * Run `fn` on a connected pair of a fresh simulated vif (the front end with `front` options),
- * then disconnect both ends, close the platforms and check that nothing leaked (the end of
- * every device test).
+ * Run `fn` on a connected pair of a fresh simulated vif (the ends with `front` and `back`
+ * options), then disconnect both ends, close the platforms and check that nothing leaked (the
+ * end of every device test).
  */
-export async function withSimPair(fn: (p: SimPair & { vif: Awaited<ReturnType<typeof simVif>> }) => Promise<void>, front: Partial<NetfrontOptions> = {}): Promise<void> {
+export async function withSimPair(fn: (p: SimPair & { vif: Awaited<ReturnType<typeof simVif>> }) => Promise<void>, front: Partial<NetfrontOptions> = {}, back: Partial<NetbackOptions> = {}): Promise<void> {
   const vif = await simVif();
-  const pair = await vif.pair(front);
+  const pair = await vif.pair(front, back);
   try {
     await fn({ ...pair, vif });
   } finally {
