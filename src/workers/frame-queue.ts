@@ -53,12 +53,9 @@ export interface FrameQueueState {
 }
 
 /**
- * The producer starts again at the front when it finds the queue empty beyond this offset.
- * Until the consumer has read past the skip this leaves behind (its next look: the queue was
- * empty), records after the reset are bounded by the skip's offset, at least RESET_AT, instead
- * of the window. Below the window (64 KiB by default), it keeps an idle-then-busy queue in
- * fewer pages: at 1000 vifs the back end's share went from 291-307 to 273-278 KiB a vif
- * (bench:scale, two runs each), with frames/s no lower.
+ * The producer starts again at the front when it finds the queue empty beyond this offset and
+ * beyond its window. Until the consumer has read past the skip this leaves behind, the front
+ * holds what lay before the skip, so a reset never takes room the window would have allowed.
  */
 const RESET_AT = 32768;
 
@@ -114,7 +111,7 @@ export class FrameQueue {
     this.capacity = state.capacity;
     this.window = state.window ?? state.capacity;
     this.mask = state.capacity - 1;
-    this.resetAt = Math.min(RESET_AT, state.capacity / 4);
+    this.resetAt = Math.max(Math.min(RESET_AT, state.capacity / 4), this.window);
     this.ctl = new Int32Array(state.buffer, 0, HEADER_WORDS);
     this.data = new Uint8Array(state.buffer, HEADER_WORDS * 4, state.capacity);
     this.dv = new DataView(state.buffer, HEADER_WORDS * 4, state.capacity);
