@@ -64,7 +64,6 @@ async function singleWorker(init: SingleInit): Promise<{ measure(): Promise<{ ns
   };
 }
 
-
 interface Job {
   key: Key;
   ns: number[];

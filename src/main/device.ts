@@ -241,14 +241,14 @@ export abstract class NetDevice {
       while (n < frames.length && this.tryWrite(frames[n]!, opts)) n++;
       return n;
     }
-    const single = this.senders.length <= 1;
     try {
       for (; n < frames.length; n++) {
         const f = frames[n]!;
-        if (!(single ? first : this.writerFor(f)).stage(f, meta)) break;
+        if (!this.writerFor(f).stage(f, meta)) break;
       }
     } finally {
-      for (const w of single ? [first] : this.writers) w.flush();
+      // A writer with nothing staged does nothing here.
+      for (const w of this.writers) w.flush();
     }
     return n;
   }

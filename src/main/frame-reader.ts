@@ -88,10 +88,14 @@ export class FrameReader {
       const batched = sink.batched();
       const limit = batched ? this.chunkBytes : RELEASE_BYTES;
       let bytes = 0;
+      let empty = false;
       try {
         while (!chunk.full && bytes < limit && n < max && (this.running || force)) {
           const off = q.next();
-          if (off < 0) break;
+          if (off < 0) {
+            empty = true;
+            break;
+          }
           // Taken before the sink sees it: a sink that throws still has it counted and released.
           q.take(off);
           n++;
@@ -107,7 +111,8 @@ export class FrameReader {
         // After the sink is done with the bytes: the worker may overwrite them once it sees this.
         q.releaseTaken();
       }
-      if (q.next() < 0) break;
+      // The chunk ended because the queue did: nothing more to look for now.
+      if (empty) break;
     }
     if (n > 0 && q.producerShouldWake()) this.wake();
     return n;
