@@ -29,7 +29,9 @@
  * sequentially consistent, so a load that sees the new index also sees every write made
  * before the store (the records), and a producer that sees CONS move past a record knows the
  * consumer has finished reading it before it overwrites it. Nothing below an index is ever
- * written by the other side, and nothing beyond it is ever read.
+ * written by the other side, and nothing beyond it is ever read. A reset's word (RESET) is
+ * stored before the PROD that publishes the records at the front, and cleared after the CONS
+ * that takes the consumer past it.
  */
 
 const PROD = 0; // bytes produced (u32, free-running)
@@ -37,6 +39,14 @@ const CONS = 1; // bytes consumed
 const PRODUCER_WAITING = 2; // the producer sleeps until space frees
 const CONSUMER_WAITING = 3; // the consumer sleeps until a record arrives
 const CLOSED = 4; // either side gave up: no more records
+/**
+ * A reset the consumer has not passed yet: 1 + the position where the consumer, on reaching
+ * it, goes on at the front (the next multiple of the capacity); 0: none. The producer sets it
+ * (before the PROD store that publishes the records after it), the consumer clears it (after
+ * the CONS store that takes it past). Out of band, unlike SKIP: the records written at the
+ * front after a reset may cover the offset it stands for.
+ */
+const RESET = 5;
 const HEADER_WORDS = 16; // a cache line apart from the data
 
 const RECORD_HEADER = 8;
@@ -53,11 +63,11 @@ export interface FrameQueueState {
 }
 
 /**
- * The producer starts again at the front when it finds the queue empty beyond this offset and
- * beyond its window. Until the consumer has read past the skip this leaves behind, the front
- * holds what lay before the skip, so a reset never takes room the window would have allowed.
+ * The producer starts again at the front when it finds the queue empty beyond this offset: a
+ * queue whose consumer keeps up stays in its first page and one burst. The reset is out of
+ * band (RESET), so the window is the whole bound on the records after it.
  */
-const RESET_AT = 32768;
+const RESET_AT = 4096;
 
 export function createFrameQueueState(capacity: number, window = capacity): FrameQueueState {
   if (!Number.isInteger(Math.log2(capacity)) || capacity < 4096) {
@@ -81,14 +91,7 @@ export class FrameQueue {
   readonly window: number;
   private readonly mask: number;
   private readonly resetAt: number;
-  /**
-   * Producer-private: a reset (the skip written when the queue was empty, back to the front)
-   * that the consumer has not passed yet. Until it has, records written since must end
-   * before the skip marker at `skipAt`, which it has still to read. -1: none pending.
-   */
-  private skipAt = -1;
-  private skipEnd = 0;
-  /** Producer-private: a pending reservation starts a reset at this offset (its skip marker is written by publish). */
+  /** Producer-private: a pending reservation starts a reset at this position (publish sets RESET); -1: none. */
   private resetFrom = -1;
   /** Producer-private: reservations not yet published, and where the last one ends (valid while pending > 0). */
   private pending = 0;
@@ -111,7 +114,7 @@ export class FrameQueue {
     this.capacity = state.capacity;
     this.window = state.window ?? state.capacity;
     this.mask = state.capacity - 1;
-    this.resetAt = Math.max(Math.min(RESET_AT, state.capacity / 4), this.window);
+    this.resetAt = Math.min(RESET_AT, state.capacity / 4);
     this.ctl = new Int32Array(state.buffer, 0, HEADER_WORDS);
     this.data = new Uint8Array(state.buffer, HEADER_WORDS * 4, state.capacity);
     this.dv = new DataView(state.buffer, HEADER_WORDS * 4, state.capacity);
@@ -144,24 +147,21 @@ export class FrameQueue {
     const prod = first ? this.ctl[PROD]! >>> 0 : this.head;
     const need = RECORD_HEADER + align8(len);
     const at = prod & this.mask;
-    if (this.skipAt >= 0) this.checkSkipPassed();
-    if (first && this.skipAt < 0 && at >= this.resetAt && need <= at) {
-      // Empty, and past the first pages: start again at the front (see the class comment).
-      // The skip marker is written by publish; until then the reset is ours alone, and
-      // abandon() takes it back.
+    if (first && at >= this.resetAt && this.ctl[RESET] === 0) {
+      // Empty, and past the first page: start again at the front (see the class comment).
+      // RESET is set by publish; until then the reset is ours alone, and abandon() takes it back.
+      // The look at CONS costs no extra miss: the line is the one the PROD store needs.
       this.seenCons = Atomics.load(this.ctl, CONS) >>> 0;
       if (this.seenCons === prod) {
-        this.resetFrom = at;
-        this.skipAt = at;
-        this.skipEnd = (prod + this.capacity - at) >>> 0;
-        this.head = (this.skipEnd + need) >>> 0;
+        this.resetFrom = prod;
+        this.head = (prod + this.capacity - at + need) >>> 0;
         this.pending = 1;
         return RECORD_HEADER;
       }
     }
     const tail = this.capacity - at;
     const total = tail < need ? tail + need : need;
-    if (!this.fits(prod, need, total)) return -1;
+    if (!this.fits(prod, total)) return -1;
     this.head = (prod + total) >>> 0;
     this.pending++;
     if (tail < need) {
@@ -176,29 +176,36 @@ export class FrameQueue {
   abandon(): void {
     if (this.pending === 0) return;
     this.pending = 0;
-    if (this.resetFrom >= 0) {
-      // The reset was this batch's: the queue is back as it was (no reset pending).
-      this.resetFrom = -1;
-      this.skipAt = -1;
-    }
-  }
-
-  /** The consumer has read past the reset skip: the whole queue is ours again. */
-  private checkSkipPassed(): void {
-    const cons = Atomics.load(this.ctl, CONS) >>> 0;
-    if (((cons - this.skipEnd) >>> 0) <= this.capacity) this.skipAt = -1;
+    // A reset that was this batch's: the queue is back as it was (no reset pending).
+    this.resetFrom = -1;
   }
 
   /**
-   * Whether `total` bytes (a record of `need`, after a skip to the front if it does not fit
-   * before the end) may be queued at `prod`: within the window, or alone in an empty queue;
-   * and, while a reset skip is pending, clear of its marker.
+   * Where the consumer goes on after a reset it has not passed (the front, one lap on), ours
+   * not yet published or published; -1: none.
    */
-  private fits(prod: number, need: number, total: number): boolean {
-    if (this.skipAt >= 0) {
-      // Written since the reset, from the front (at least the record that made it).
-      const since = (prod - this.skipEnd) >>> 0;
-      return total === need && since + need <= this.skipAt && since + need <= this.window;
+  private resetEnd(): number {
+    let from = this.resetFrom;
+    if (from < 0) {
+      const r = this.ctl[RESET]!;
+      if (r === 0) return -1;
+      from = (r - 1) >>> 0;
+    }
+    return (from + this.capacity - (from & this.mask)) >>> 0;
+  }
+
+  /**
+   * Whether `total` bytes (a record, after a skip to the front if it does not fit before the
+   * end) may be queued at `prod`: within the window, or alone in an empty queue.
+   */
+  private fits(prod: number, total: number): boolean {
+    const end = this.resetEnd();
+    if (end >= 0) {
+      // A reset the consumer has not passed: what was written since, from the front (at least
+      // the record that made it), is all that is queued. Within the window it never wraps to
+      // the front again (that would take the window and more) and overtakes the consumer.
+      const since = (prod - end) >>> 0;
+      return since + total <= this.window;
     }
     if (this.room((prod - this.seenCons) >>> 0, total)) return true;
     // Full as far as we last looked: look again (the consumer only ever frees space).
@@ -214,10 +221,9 @@ export class FrameQueue {
   /** Whether a record of `len` bytes would fit now, after any pending reservations (producer side; no side effects but a fresh look). */
   hasRoom(len: number): boolean {
     const prod = this.pending > 0 ? this.head : Atomics.load(this.ctl, PROD) >>> 0;
-    if (this.skipAt >= 0) this.checkSkipPassed();
     const need = RECORD_HEADER + align8(len);
     const tail = this.capacity - (prod & this.mask);
-    return this.fits(prod, need, tail < need ? tail + need : need);
+    return this.fits(prod, tail < need ? tail + need : need);
   }
 
   /** Publish the record reserved at `offset` (as returned by reserve). */
@@ -247,8 +253,8 @@ export class FrameQueue {
   publish(): void {
     if (this.pending === 0) return;
     if (this.resetFrom >= 0) {
-      // The skip marker, then the index past it: the consumer jumps to the front and finds the records.
-      this.dv.setUint32(this.resetFrom, SKIP, true);
+      // The reset, then the index past it: the consumer jumps to the front and finds the records.
+      Atomics.store(this.ctl, RESET, (this.resetFrom + 1) | 0);
       this.resetFrom = -1;
     }
     this.pending = 0;
@@ -313,18 +319,29 @@ export class FrameQueue {
   }
 
   /**
-   * The position of the first record at or after `pos`, stepping over skip markers and holes;
-   * `seenProd` (fresh) when there is none.
+   * The position of the first record at or after `pos`, stepping over a reset, skip markers
+   * and holes; `seenProd` (fresh) when there is none.
    */
   private scan(pos: number): number {
     for (;;) {
       const ahead = (this.seenProd - pos) >>> 0;
       // Empty as far as we last looked (or behind us: another object on this queue consumed
-      // past what this one saw): look again. The atomic read orders the record bytes after
-      // the index that covers them.
+      // past what this one saw, or a reset's jump): look again. The atomic read orders the
+      // record bytes, and RESET, after the index that covers them.
       if (ahead === 0 || ahead > this.capacity) {
         this.seenProd = Atomics.load(this.ctl, PROD) >>> 0;
         if (this.seenProd === pos) return pos;
+      }
+      const r = this.ctl[RESET]!;
+      if (r !== 0 && ((r - 1) >>> 0) === pos) {
+        // A reset: the records go on at the front (which may cover this offset: read nothing
+        // here). Nothing is held here (the producer reset an empty queue), so CONS goes past it
+        // at once, then RESET is cleared: the producer, which counts from CONS once RESET is
+        // clear, never counts the jump as queued bytes (a spurious "full").
+        pos = (pos + this.capacity - (pos & this.mask)) >>> 0;
+        if (this.taken === 0) Atomics.store(this.ctl, CONS, pos | 0);
+        Atomics.store(this.ctl, RESET, 0);
+        continue;
       }
       const at = pos & this.mask;
       const tail = this.capacity - at;
@@ -356,9 +373,18 @@ export class FrameQueue {
     return Atomics.load(this.ctl, PROD) === Atomics.load(this.ctl, CONS);
   }
 
-  /** Bytes queued (headers included). */
+  /** Bytes queued (headers included; a reset's jump to the front not counted). */
   usedBytes(): number {
-    return (Atomics.load(this.ctl, PROD) - Atomics.load(this.ctl, CONS)) >>> 0;
+    const prod = Atomics.load(this.ctl, PROD) >>> 0;
+    const cons = Atomics.load(this.ctl, CONS) >>> 0;
+    const r = this.ctl[RESET]!;
+    if (r !== 0 && ((r - 1) >>> 0) === cons) {
+      const end = (cons + this.capacity - (cons & this.mask)) >>> 0;
+      const since = (prod - end) >>> 0;
+      // The reset is published a moment before the index past it.
+      return since > this.capacity ? 0 : since;
+    }
+    return (prod - cons) >>> 0;
   }
 
   // ---- sleeping and waking ----
